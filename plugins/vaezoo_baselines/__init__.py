@@ -1,0 +1,1 @@
+"""Baseline VAEs as vaezoo components."""

@@ -1,0 +1,1 @@
+"""NVAE (Vahdat & Kautz, NeurIPS 2020) as vaezoo components."""

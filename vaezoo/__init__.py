@@ -1,0 +1,52 @@
+"""vaezoo: a plugin-based zoo of deep hierarchical VAEs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigError, RegistryError, VaezooError
+from .hookspecs import hookimpl
+from .plugins import get_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "RegistryError",
+    "VaezooError",
+    "__version__",
+    "build",
+    "create",
+    "get_registry",
+    "hookimpl",
+    "list_components",
+    "load",
+]
+
+
+def list_components(kind: str | None = None, pattern: str = "*") -> list[str]:
+    """Registered component names of ``kind`` (all kinds when None) matching a wildcard pattern."""
+    return [e.name for e in get_registry().entries(kind, pattern)]
+
+
+def build(spec: dict, kind: str = "model") -> Any:
+    """Instantiate a component from a ``class_path``/``init_args`` spec (registry classes only)."""
+    from .config import build as _build
+
+    return _build(spec, kind=kind)
+
+
+def create(name: str, **overrides: Any) -> Any:
+    """Build an untrained model from a registered preset; ``overrides`` replace its init_args."""
+    entry = get_registry().get("preset", name)
+    spec = entry.target(**overrides)
+    model = build(spec)
+    model.preset = name
+    return model
+
+
+def load(name: str, device: Any = "cpu", **kwargs: Any) -> Any:
+    """A ready model in eval mode: a pretrained name, ``hf-hub:org/repo[@rev]`` or ``local-dir:PATH``."""
+    from .hub import load as _load
+
+    return _load(name, device=device, **kwargs)

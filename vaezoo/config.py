@@ -1,0 +1,105 @@
+"""Model specs: build a model from a ``class_path``/``init_args`` dict, only through the registry.
+
+A *spec* is the jsonargparse form of a component: ``{"class_path": NAME_OR_PATH, "init_args": {...}}``
+where nested components are specs too. Every ``class_path`` must name a registered class (by its
+registry name or its full import path): a spec is data, never a way to import arbitrary code, which
+is what makes a downloaded ``config.json`` safe to open.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .errors import ConfigError
+from .registry import Registry, unknown_name_message
+
+
+def resolve_class_paths(spec: Any, registry: Registry, where: str = "model") -> Any:
+    """Return a copy of ``spec`` with every ``class_path`` replaced by the registered full path.
+
+    Raises :class:`ConfigError` naming the key of any class_path that is not registered.
+    """
+    if isinstance(spec, dict):
+        out = {}
+        for key, value in spec.items():
+            sub = where if key in ("init_args", "dict_kwargs") else f"{where}.{key}"
+            out[key] = resolve_class_paths(value, registry, sub)
+        if "class_path" in out:
+            class_path = out["class_path"]
+            if not isinstance(class_path, str):
+                raise ConfigError(f"{where}.class_path must be a string, got {type(class_path).__name__}")
+            entry = registry.find_class(class_path)
+            if entry is None:
+                known = sorted({e.name for k in registry.kinds() for e in registry.entries(k) if e.class_path})
+                raise ConfigError(f"{where}: " + unknown_name_message("component", class_path, known))
+            out["class_path"] = entry.class_path
+        return out
+    if isinstance(spec, list):
+        return [resolve_class_paths(v, registry, f"{where}[{i}]") for i, v in enumerate(spec)]
+    return spec
+
+
+def short_spec(spec: Any, registry: Registry) -> Any:
+    """Replace full class paths by registry names (for human-readable saved configs)."""
+    if isinstance(spec, dict):
+        out = {k: short_spec(v, registry) for k, v in spec.items()}
+        if isinstance(out.get("class_path"), str):
+            entry = registry.find_class(out["class_path"])
+            if entry is not None:
+                out["class_path"] = entry.name
+        return out
+    if isinstance(spec, list):
+        return [short_spec(v, registry) for v in spec]
+    return spec
+
+
+def namespace_to_dict(value: Any) -> Any:
+    """jsonargparse Namespace (possibly nested) -> plain dict/list data."""
+    from jsonargparse import Namespace
+
+    if isinstance(value, Namespace):
+        return {k: namespace_to_dict(v) for k, v in vars(value).items()}
+    if isinstance(value, dict):
+        return {k: namespace_to_dict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [namespace_to_dict(v) for v in value]
+    return value
+
+
+def build(spec: dict, *, kind: str = "model", registry: Registry | None = None) -> Any:
+    """Instantiate a component of ``kind`` from its spec, validated against the registry.
+
+    The returned model carries ``model.config``: the fully resolved spec (all defaults filled in),
+    which rebuilds an identical architecture.
+    """
+    from jsonargparse import ArgumentParser
+
+    from .interfaces import INTERFACES
+    from .plugins import get_registry
+
+    registry = registry or get_registry()
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ConfigError(f"{kind} spec must be a mapping with a class_path, got {type(spec).__name__}")
+    resolved = resolve_class_paths(copy.deepcopy(spec), registry, kind)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument(f"--{kind}", type=INTERFACES[kind], required=True)
+    try:
+        cfg = parser.parse_object({kind: resolved})
+        component = getattr(parser.instantiate_classes(cfg), kind)
+    except Exception as exc:  # jsonargparse reports nested problems in long multi-line messages
+        raise ConfigError(f"{kind}: {one_line(exc)}") from exc
+    if kind == "model":
+        component.config = short_spec(namespace_to_dict(cfg[kind]), registry)
+    return component
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """The most specific line of a (possibly multi-line) error message."""
+    text = str(exc).strip()
+    lines = [ln.strip(" -") for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    # jsonargparse nests the real cause in the last lines ("... Got value: X")
+    message = lines[0] if len(lines) == 1 else "; ".join(lines[:1] + lines[-2:])
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -1,0 +1,281 @@
+"""The abstract contract of each component kind.
+
+A component is a class registered under one of the kinds of :data:`vaezoo.registry.KINDS`. Its
+constructor takes plain typed arguments (ints, floats, lists, other components) so that
+jsonargparse can build it from a recipe's ``class_path``/``init_args``.
+
+Every registered class also provides :meth:`Component.example`: a tiny instance and inputs. The
+registry-parametrised contract test (``tests/test_contract.py``) runs each example through the
+common checks (output shape, finite values, a backward pass, a state_dict round trip), so a new
+component is tested by being registered.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Example:
+    """A tiny instance of a component and inputs to run it on (for the contract test).
+
+    ``build`` must be deterministic given the global seed; ``call`` reduces whatever the component
+    returns to one tensor (defaults to ``module(*inputs)``); ``output_shape`` is the expected shape
+    of that tensor, or None to skip the shape check.
+    """
+
+    build: Callable[[], nn.Module]
+    inputs: tuple = ()
+    output_shape: tuple[int, ...] | None = None
+    call: Callable[[nn.Module, tuple], Tensor] | None = None
+
+    def run(self, module: nn.Module) -> Tensor:
+        if self.call is not None:
+            return self.call(module, self.inputs)
+        return module(*self.inputs)
+
+
+class Component:
+    """Mixin of every registered class."""
+
+    #: the registry kind this class implements (set by each interface)
+    kind: ClassVar[str] = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def example(cls) -> Example:
+        """A tiny instance and inputs for the contract test."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent distributions
+# ---------------------------------------------------------------------------------------------
+class LatentDistribution(abc.ABC):
+    """A factorised distribution over one latent group, shaped like the latent tensor.
+
+    ``sample(noise)`` is reparameterised and takes explicit standard-normal ``noise`` so that runs
+    are reproducible and comparable with reference implementations.
+    """
+
+    mu: Tensor
+    sigma: Tensor
+
+    @abc.abstractmethod
+    def sample(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return ``(z, noise)``; draws fresh standard-normal noise when ``noise`` is None."""
+
+    @abc.abstractmethod
+    def log_prob(self, z: Tensor) -> Tensor:
+        """Elementwise log-density, same shape as ``z``."""
+
+    def kl(self, other: "LatentDistribution") -> Tensor:
+        """Elementwise analytic KL(self || other) for diagonal Gaussians."""
+        term = (self.mu - other.mu) / other.sigma
+        ratio = self.sigma / other.sigma
+        return 0.5 * (term * term + ratio * ratio) - 0.5 - torch.log(ratio)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinds
+# ---------------------------------------------------------------------------------------------
+class Cell(nn.Module, Component):
+    """A building block mapping ``[B, in_channels, H, W]`` to ``[B, out_channels, H', W']``.
+
+    ``stride`` is 1 (same resolution), 2 (halve H and W) or -1 (double H and W).
+    """
+
+    kind = "cell"
+    supported_strides: ClassVar[tuple[int, ...]] = (1,)
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        if stride not in self.supported_strides:
+            raise ValueError(f"{type(self).__name__} supports strides {self.supported_strides}, got {stride}")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+
+class Prior(nn.Module, Component):
+    """p(z_i | z_<i) for one latent group, from the decoder state (None for an unconditional prior)."""
+
+    kind = "prior"
+
+    @abc.abstractmethod
+    def forward(self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0) -> LatentDistribution:
+        """``latent_shape`` is ``[B, C, H, W]`` of the group's latent."""
+
+
+class Posterior(nn.Module, Component):
+    """q(z_i | x, z_<i) for one latent group, from encoder features and (optionally) the prior."""
+
+    kind = "posterior"
+
+    @abc.abstractmethod
+    def forward(self, features: Tensor, prior: LatentDistribution | None) -> LatentDistribution: ...
+
+
+class Flow(nn.Module, Component):
+    """An invertible map applied to a posterior sample: ``z, context -> (z', log|det dz'/dz|)``.
+
+    ``log_det`` is elementwise (same shape as z) or per sample ``[B]``.
+    """
+
+    kind = "flow"
+
+    @abc.abstractmethod
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
+
+
+class Likelihood(nn.Module, Component):
+    """p(x | decoder output). ``x`` is in [0, 1]; parameters come from the decoder's last conv."""
+
+    kind = "likelihood"
+
+    @abc.abstractmethod
+    def param_channels(self, data_channels: int) -> int:
+        """How many channels the decoder must output for data with ``data_channels`` channels."""
+
+    @abc.abstractmethod
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """log p(x | params) summed over the scored dimensions: ``[B]``."""
+
+    @abc.abstractmethod
+    def sample(self, params: Tensor, temperature: float = 1.0) -> Tensor:
+        """A sample in [0, 1]."""
+
+    @abc.abstractmethod
+    def mean(self, params: Tensor) -> Tensor:
+        """The mean image in [0, 1]."""
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """Map a batch in [0, 1] to what the likelihood scores (e.g. bit-depth reduction)."""
+        return x
+
+    def num_scored_dims(self, data_shape: Sequence[int]) -> int:
+        """Dimensions scored per example (for bits/dim), given ``[C, H, W]``."""
+        c, h, w = data_shape
+        return c * h * w
+
+    #: "nats" for binary data, "bits/dim" for discretised intensities
+    report_unit: ClassVar[str] = "bits/dim"
+
+
+class Regularizer(nn.Module, Component):
+    """An extra training loss computed from the model (weighted by the objective)."""
+
+    kind = "regularizer"
+
+    @abc.abstractmethod
+    def forward(self, model: nn.Module) -> Tensor: ...
+
+
+@dataclass
+class ModelOutput:
+    """What a generative model's forward returns for a batch.
+
+    All per-example terms are in nats. ``kl`` is ``[G, B]``, one row per latent group (top group
+    first); ``log_q``/``log_p`` are the summed log-densities of the sampled latents (``[B]``), so
+    ``log_iw = -recon - log_q + log_p`` is one importance weight.
+    """
+
+    recon: Tensor
+    kl: Tensor
+    log_q: Tensor
+    log_p: Tensor
+    params: Tensor
+    noise: list[Tensor] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nelbo(self) -> Tensor:
+        return self.recon + self.kl.sum(0)
+
+    @property
+    def log_iw(self) -> Tensor:
+        return -self.recon - self.log_q + self.log_p
+
+
+class GenerativeModel(nn.Module, Component):
+    """A latent-variable model of images in [0, 1], shaped ``image_shape = (C, H, W)``.
+
+    ``noise`` arguments are lists of standard-normal tensors, one per latent group, top group
+    first; None draws fresh noise.
+    """
+
+    kind = "model"
+
+    #: the spec (class_path/init_args) the model was built from; set by :func:`vaezoo.build`
+    config: dict | None = None
+    image_shape: tuple[int, int, int]
+    likelihood: Likelihood
+
+    @abc.abstractmethod
+    def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput: ...
+
+    @abc.abstractmethod
+    def sample_params(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
+        """Decoder output (likelihood parameters) for ``n`` prior samples."""
+
+    def sample(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None, mean: bool = True) -> Tensor:
+        """``n`` images in [0, 1]: the likelihood mean (default) or a sample of it."""
+        params = self.sample_params(n, temperature, noise)
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
+
+    def latent_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
+        """Shapes of the noise tensors, top group first."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class Objective(nn.Module, Component):
+    """The training loss: ``objective(model, x, step) -> (loss, metrics)``.
+
+    Owns the regularisers and the KL schedules; its state (e.g. power-iteration vectors) is saved in
+    training checkpoints.
+    """
+
+    kind = "objective"
+
+    @abc.abstractmethod
+    def forward(self, model: GenerativeModel, x: Tensor, step: int, noise: list[Tensor] | None = None) -> tuple[Tensor, dict[str, Any]]: ...
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Told by the trainer before training, for schedules defined as fractions of the run."""
+        self.total_steps = total_steps
+
+
+class DataModule(Component):
+    """Train and test data for one data set. Images are float tensors in [0, 1], ``[C, H, W]``."""
+
+    kind = "dataset"
+    image_shape: tuple[int, int, int]
+
+    @abc.abstractmethod
+    def train_dataset(self) -> torch.utils.data.Dataset: ...
+
+    @abc.abstractmethod
+    def test_dataset(self) -> torch.utils.data.Dataset: ...
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+#: interface class of each kind that has one (presets and pretrained entries are plain callables/dicts)
+INTERFACES: dict[str, type] = {
+    "cell": Cell,
+    "prior": Prior,
+    "posterior": Posterior,
+    "flow": Flow,
+    "likelihood": Likelihood,
+    "regularizer": Regularizer,
+    "objective": Objective,
+    "model": GenerativeModel,
+    "dataset": DataModule,
+}

@@ -1,0 +1,127 @@
+"""One registry of components, keyed by kind and name.
+
+Components are registered by plugins (see :mod:`vaezoo.hookspecs`), never imported by the core.
+A component's *name* is what users write in recipes and what ``vaezoo list`` shows; for classes it
+defaults to the class name, which is also the short ``class_path`` that jsonargparse accepts, so one
+name works everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .errors import RegistryError
+
+#: The component kinds and what each one is for (shown by ``vaezoo list``).
+KINDS: dict[str, str] = {
+    "cell": "residual building blocks of encoders and decoders",
+    "posterior": "parameterisations of q(z|x) for one latent group",
+    "prior": "parameterisations of p(z) for one latent group",
+    "flow": "invertible transforms applied to posterior samples",
+    "likelihood": "output distributions p(x|z)",
+    "regularizer": "extra training losses computed from the model",
+    "objective": "training objectives (ELBO with warm-up and balancing, IWAE, ...)",
+    "model": "generative model assemblers",
+    "dataset": "data modules",
+    "preset": "named model architectures for vaezoo.create",
+    "pretrained": "published weights for vaezoo.load",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    target: Any
+    plugin: str
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def class_path(self) -> str | None:
+        """Full import path of a registered class (None for non-class entries such as presets)."""
+        if isinstance(self.target, type):
+            return f"{self.target.__module__}.{self.target.__qualname__}"
+        return None
+
+    @property
+    def summary(self) -> str:
+        doc = self.metadata.get("description") or getattr(self.target, "__doc__", None) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry:
+    """Components by kind and name. Build one with :func:`vaezoo.plugins.get_registry`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+
+    # -- writing -------------------------------------------------------------------------------
+    def register(self, kind: str, target: Any, name: str | None = None, *, plugin: str = "?", **metadata: Any) -> Any:
+        if kind not in self._entries:
+            raise RegistryError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        name = name or getattr(target, "__name__", None)
+        if not name:
+            raise RegistryError(f"a {kind} registered by plugin {plugin!r} needs a name")
+        existing = self._entries[kind].get(name)
+        if existing is not None:
+            raise RegistryError(
+                f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} and by plugin {plugin!r}"
+            )
+        self._entries[kind][name] = Entry(kind, name, target, plugin, dict(metadata))
+        return target
+
+    # -- reading -------------------------------------------------------------------------------
+    def kinds(self) -> list[str]:
+        return list(self._entries)
+
+    def names(self, kind: str) -> list[str]:
+        self._check_kind(kind)
+        return sorted(self._entries[kind])
+
+    def entries(self, kind: str | None = None, pattern: str = "*") -> list[Entry]:
+        kinds = [kind] if kind else list(self._entries)
+        out: list[Entry] = []
+        for k in kinds:
+            self._check_kind(k)
+            out += [e for n, e in sorted(self._entries[k].items()) if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
+        return out
+
+    def get(self, kind: str, name: str) -> Entry:
+        self._check_kind(kind)
+        entry = self._entries[kind].get(name)
+        if entry is None:
+            raise RegistryError(unknown_name_message(kind, name, self.names(kind)))
+        return entry
+
+    def find_class(self, class_path: str) -> Entry | None:
+        """The entry of a registered class given its short name or full class path."""
+        for kind_entries in self._entries.values():
+            for entry in kind_entries.values():
+                if entry.class_path is None:
+                    continue
+                if class_path == entry.class_path or class_path == entry.name or class_path == entry.target.__name__:
+                    return entry
+        return None
+
+    def plugin_summary(self) -> dict[str, dict[str, list[str]]]:
+        """plugin -> kind -> names, for ``vaezoo plugins``."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for kind, kind_entries in self._entries.items():
+            for name, entry in sorted(kind_entries.items()):
+                out.setdefault(entry.plugin, {}).setdefault(kind, []).append(name)
+        return out
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in self._entries:
+            raise RegistryError(unknown_name_message("component kind", kind, list(self._entries)))
+
+
+def unknown_name_message(what: str, name: str, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    listing = ", ".join(choices[:30]) + (" ..." if len(choices) > 30 else "")
+    return f"unknown {what} {name!r}{hint} (choices: {listing or 'none registered'})"
