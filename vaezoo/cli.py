@@ -1,0 +1,73 @@
+"""The ``vaezoo`` command line (jsonargparse). ``python -m vaezoo`` is the same program.
+
+Subcommands live in :mod:`vaezoo.commands` (one module each, discovered here). Bad input never
+produces a traceback: it is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from jsonargparse import ArgumentParser
+
+from . import __version__, commands
+from .config import one_line
+from .errors import VaezooError
+
+#: order in --help (others follow alphabetically)
+_ORDER = ["fit", "evaluate", "sample", "list", "plugins", "convert", "push", "download"]
+
+
+def command_modules() -> dict[str, ModuleType]:
+    found = {}
+    for info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if hasattr(module, "NAME") and hasattr(module, "run"):
+            found[module.NAME] = module
+    return dict(sorted(found.items(), key=lambda kv: (_ORDER.index(kv[0]) if kv[0] in _ORDER else 99, kv[0])))
+
+
+class _OneLineParser(ArgumentParser):
+    """Reports argument errors as one line and exit status 2 (jsonargparse prints usage + details)."""
+
+    def error(self, message, *args, **kwargs):  # noqa: D401 - argparse API
+        raise VaezooError(one_line(Exception(message)))
+
+
+def build_parser(modules: dict[str, ModuleType] | None = None) -> ArgumentParser:
+    modules = modules or command_modules()
+    parser = _OneLineParser(prog="vaezoo", description="A plugin-based zoo of deep hierarchical VAEs.", exit_on_error=False)
+    parser.add_argument("--version", action="version", version=f"vaezoo {__version__}")
+    sub = parser.add_subcommands(dest="command", required=True)
+    for name, module in modules.items():
+        sub_parser = _OneLineParser(prog=f"vaezoo {name}", description=module.HELP, exit_on_error=False)
+        module.add_arguments(sub_parser)
+        sub.add_subcommand(name, sub_parser, help=module.HELP)
+    return parser
+
+
+def _normalise_argv(argv: list[str], modules: dict[str, ModuleType]) -> list[str]:
+    """``vaezoo fit RECIPE.yaml ...`` -> ``vaezoo fit --config RECIPE.yaml ...`` for commands that take a recipe."""
+    if len(argv) >= 2 and argv[0] in modules and getattr(modules[argv[0]], "RECIPE_POSITIONAL", False):
+        if not argv[1].startswith("-"):
+            return [argv[0], "--config", argv[1], *argv[2:]]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        modules = command_modules()
+        parser = build_parser(modules)
+        cfg = parser.parse_args(_normalise_argv(argv, modules))
+        name = cfg.command
+        return int(modules[name].run(cfg[name]) or 0)
+    except VaezooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
