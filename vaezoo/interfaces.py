@@ -256,6 +256,12 @@ class DataModule(Component):
 
     kind = "dataset"
     image_shape: tuple[int, int, int]
+    batch_size: int
+
+    def train_transform(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Applied to every training batch by the trainer, with the trainer's seeded generator
+        (e.g. dynamic binarisation), so that data randomness is part of the resumable state."""
+        return batch
 
     @abc.abstractmethod
     def train_dataset(self) -> torch.utils.data.Dataset: ...

@@ -103,7 +103,7 @@ class Registry:
             for entry in kind_entries.values():
                 if entry.class_path is None:
                     continue
-                if class_path == entry.class_path or class_path == entry.name or class_path == entry.target.__name__:
+                if class_path in (entry.class_path, entry.name, entry.target.__name__) or _reexported(class_path, entry.target):
                     return entry
         return None
 
@@ -118,6 +118,13 @@ class Registry:
     def _check_kind(self, kind: str) -> None:
         if kind not in self._entries:
             raise RegistryError(unknown_name_message("component kind", kind, list(self._entries)))
+
+
+def _reexported(class_path: str, cls: type) -> bool:
+    """``pkg.Name`` where ``pkg`` is a parent package of the module defining ``Name`` (a re-export,
+    which is how jsonargparse spells class paths). Decided from the string alone: nothing is imported."""
+    module, _, attr = class_path.rpartition(".")
+    return bool(module) and attr == cls.__qualname__ and cls.__module__.startswith(module + ".")
 
 
 def unknown_name_message(what: str, name: str, choices: Iterable[str]) -> str:

@@ -1,0 +1,99 @@
+"""``vaezoo fit RECIPE.yaml [--config OVERLAY.yaml ...] [--dotted.key value ...]``.
+
+A recipe describes a whole run: ``model``, ``objective``, ``data`` (component specs), ``trainer``
+(the :class:`vaezoo.training.Trainer` arguments), ``seed`` and ``run_dir``. Overlays compose left
+to right; ``--print_config`` prints the resolved recipe and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile
+
+from ..config import namespace_to_dict, one_line, short_spec
+from ..errors import ConfigError, VaezooError
+from ..interfaces import DataModule, GenerativeModel, Objective
+from ..plugins import get_registry
+from ..training import Trainer
+from ..training.checkpoint import list_checkpoints
+from .recipe_checks import check_registered
+
+NAME = "fit"
+HELP = "Train a model from a recipe."
+RECIPE_POSITIONAL = True
+_parser = None
+
+
+def add_arguments(parser) -> None:
+    global _parser
+    get_registry()  # import every plugin so that short class names resolve
+    parser.add_argument("--config", action=ActionConfigFile, help="recipe or overlay (repeatable, left to right)")
+    parser.add_argument("--model", type=GenerativeModel, required=True, help="the model spec")
+    parser.add_argument("--objective", type=Objective, required=True, help="the training objective spec")
+    parser.add_argument("--data", type=DataModule, required=True, help="the data module spec")
+    parser.add_class_arguments(Trainer, "trainer")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run_dir", type=str | None, default=None, help="default: runs/<recipe name>")
+    parser.add_argument("--resume", type=bool, default=False, help="continue the run in run_dir from its last checkpoint")
+    _parser = parser
+
+
+def run(cfg) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    check_registered(cfg, ("model", "objective", "data"))
+    run_dir = Path(cfg.run_dir or Path("runs") / _recipe_name(cfg))
+    if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):
+        raise VaezooError(f"run directory {run_dir} already has checkpoints; pass --resume true or another --run_dir")
+    try:
+        init = _parser.instantiate_classes(cfg)
+    except VaezooError:
+        raise
+    except Exception as exc:
+        raise ConfigError(one_line(exc)) from exc
+    model, objective, data = init.model, init.objective, init.data
+    model.config = short_spec(namespace_to_dict(cfg.model), get_registry())
+    trainer = Trainer(**namespace_to_dict(cfg.trainer))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_text = _parser.dump(cfg, skip_none=False)
+    _write_text(run_dir / "config.yaml", recipe_text)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"[bold]vaezoo fit[/]: {type(model).__name__} ({n_params:,} parameters) on {data.describe()} -> {run_dir}")
+
+    started = time.perf_counter()
+    summary = trainer.fit(model, objective, data, run_dir, seed=cfg.seed, resume=cfg.resume, recipe=namespace_to_dict(cfg), console=console)
+    minutes = (time.perf_counter() - started) / 60
+    result = trainer.test(model, data, seed=cfg.seed)
+    report = {**summary, "minutes": minutes, "parameters": n_params, **result.as_dict()}
+    _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
+    _save_model(model, run_dir / "model")
+    console.print(f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)")
+    return 0
+
+
+def _recipe_name(cfg) -> str:
+    configs = cfg.get("config") or []
+    if configs:
+        first = configs[0]
+        path = getattr(first, "relative", None) or getattr(first, "absolute", None) or str(first)
+        return Path(str(path)).stem
+    return "run"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _save_model(model, directory: Path) -> None:
+    try:
+        from ..hub import save_pretrained
+    except ImportError:  # the hub module is optional for training
+        return
+    save_pretrained(model, directory)
