@@ -14,7 +14,7 @@ from types import ModuleType
 from jsonargparse import ArgumentParser
 
 from . import __version__, commands
-from .config import one_line
+from .config import describe_parse_error
 from .errors import VaezooError
 
 #: order in --help (others follow alphabetically)
@@ -33,8 +33,10 @@ def command_modules() -> dict[str, ModuleType]:
 class _OneLineParser(ArgumentParser):
     """Reports argument errors as one line and exit status 2 (jsonargparse prints usage + details)."""
 
+    argv: list[str] = []
+
     def error(self, message, *args, **kwargs):  # noqa: D401 - argparse API
-        raise VaezooError(one_line(Exception(message)))
+        raise VaezooError(describe_parse_error(str(message), _OneLineParser.argv))
 
 
 def build_parser(modules: dict[str, ModuleType] | None = None) -> ArgumentParser:
@@ -62,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         modules = command_modules()
         parser = build_parser(modules)
-        cfg = parser.parse_args(_normalise_argv(argv, modules))
+        argv = _normalise_argv(argv, modules)
+        _OneLineParser.argv = argv
+        cfg = parser.parse_args(argv)
         name = cfg.command
         return int(modules[name].run(cfg[name]) or 0)
     except VaezooError as exc:

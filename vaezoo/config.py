@@ -9,6 +9,7 @@ is what makes a downloaded ``config.json`` safe to open.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from .errors import ConfigError
@@ -86,7 +87,7 @@ def build(spec: dict, *, kind: str = "model", registry: Registry | None = None) 
     parser.add_argument(f"--{kind}", type=INTERFACES[kind], required=True)
     try:
         cfg = parser.parse_object({kind: resolved})
-        component = getattr(parser.instantiate_classes(cfg), kind)
+        component = getattr(parser.instantiate(cfg), kind)
     except Exception as exc:  # jsonargparse reports nested problems in long multi-line messages
         raise ConfigError(f"{kind}: {one_line(exc)}") from exc
     if kind == "model":
@@ -103,3 +104,48 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
     # jsonargparse nests the real cause in the last lines ("... Got value: X")
     message = lines[0] if len(lines) == 1 else "; ".join(lines[:1] + lines[-2:])
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+_KEY = re.compile(r'Parser key "([^"]+)"')
+_EXPECTED = re.compile(r"Expected an? <class '([\w.]+)'>\. Got value: (.*)")
+_BAD_CLASS = re.compile(r"(?:Expected a dot import path string|Problem with given class_path):? '?([^'\s:]+)'?")
+_SUBTYPE = re.compile(r"<class 'vaezoo\.interfaces\.(\w+)'>")
+_GIVEN = re.compile(r"Given value: (?:NestedArg\(key='class_path', val=')?(?:\{'class_path': ')?([^'\),}]+)")
+
+
+def describe_parse_error(message: str, argv: list[str] | None = None) -> str:
+    """Turn a (multi-line) jsonargparse error into one line naming the key and, for components,
+    the registered choices of that kind."""
+    from .interfaces import INTERFACES
+    from .plugins import get_registry
+
+    keys = _KEY.findall(message)
+    if not keys:
+        return one_line(Exception(message))
+    key = _full_key(keys[-1], argv or [])
+    subtype = _SUBTYPE.search(message)
+    bad_class = _BAD_CLASS.search(message)
+    if bad_class or (subtype and "Given value" in message):
+        given = _GIVEN.search(message)
+        name = given.group(1) if given else (bad_class.group(1) if bad_class else "?")
+        kind = next((k for k, cls in INTERFACES.items() if subtype and cls.__name__ == subtype.group(1)), None)
+        if kind is None and key.split(".")[0] in ("model", "objective"):
+            kind = key.split(".")[0]
+        if kind is None and key.split(".")[0] == "data":
+            kind = "dataset"
+        choices = get_registry().names(kind) if kind else []
+        return f"{key}: " + unknown_name_message(kind or "component", name, choices)
+    expected = _EXPECTED.search(message)
+    if expected:
+        return f"{key}: expected {expected.group(1)}, got {expected.group(2).strip()!r}"
+    return f"{key}: {one_line(Exception(message.split(':', 1)[-1]))}"
+
+
+def _full_key(key: str, argv: list[str]) -> str:
+    """jsonargparse names nested keys relative to their class; recover the dotted path from argv."""
+    for token in argv:
+        option = token[2:].split("=", 1)[0] if token.startswith("--") else ""
+        cleaned = option.replace(".init_args", "").replace(".class_path", "")
+        if cleaned == key or cleaned.endswith("." + key):
+            return cleaned
+    return key

@@ -233,6 +233,26 @@ class GenerativeModel(nn.Module, Component):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    # Saved models and the Hub: thin delegates to vaezoo.hub (imported lazily).
+    def save_pretrained(self, save_directory: str, **card_metadata: Any) -> Any:
+        """Write config.json, model.safetensors and a README.md model card (see :mod:`vaezoo.hub`)."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **card_metadata)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload this model to a Hub repo (see :func:`vaezoo.hub.push_to_hub`)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device: Any = "cpu") -> "GenerativeModel":
+        """Load a saved model (folder, ``org/repo``, pretrained name); refuses a model of another class."""
+        from .hub import from_pretrained
+
+        return from_pretrained(name_or_path, revision=revision, device=device, expected_class=cls)
+
 
 class Objective(nn.Module, Component):
     """The training loss: ``objective(model, x, step) -> (loss, metrics)``.

@@ -160,6 +160,8 @@ def plugin(obj: object, name: str | None = None) -> Iterator[str]:
 def plugin_infos() -> list[PluginInfo]:
     pm = get_plugin_manager()
     out = []
-    for name, _ in pm.list_name_plugin():
+    for name, obj in pm.list_name_plugin():
+        if obj is None:  # blocked
+            continue
         out.append(_infos.get(name, PluginInfo(name, None, None, False)))
     return sorted(out, key=lambda i: (not i.builtin, i.name))

@@ -50,7 +50,7 @@ def run(cfg) -> int:
     if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):
         raise VaezooError(f"run directory {run_dir} already has checkpoints; pass --resume true or another --run_dir")
     try:
-        init = _parser.instantiate_classes(cfg)
+        init = _parser.instantiate(cfg)
     except VaezooError:
         raise
     except Exception as exc:
