@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     except VaezooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SystemExit as exc:  # --help, --version and --print_config exit from inside the parser
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

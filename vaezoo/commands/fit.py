@@ -49,6 +49,9 @@ def run(cfg) -> int:
     run_dir = Path(cfg.run_dir or Path("runs") / _recipe_name(cfg))
     if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):
         raise VaezooError(f"run directory {run_dir} already has checkpoints; pass --resume true or another --run_dir")
+    import torch
+
+    torch.manual_seed(cfg.seed)  # weight initialisation is part of the run's seeded randomness
     try:
         init = _parser.instantiate(cfg)
     except VaezooError:
@@ -60,7 +63,7 @@ def run(cfg) -> int:
     trainer = Trainer(**namespace_to_dict(cfg.trainer))
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    recipe_text = _parser.dump(cfg, skip_none=False)
+    recipe_text = _parser.dump(cfg)
     _write_text(run_dir / "config.yaml", recipe_text)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"[bold]vaezoo fit[/]: {type(model).__name__} ({n_params:,} parameters) on {data.describe()} -> {run_dir}")

@@ -166,7 +166,9 @@ class Trainer:
 
         train_set = data.train_dataset()
         sampler = _EpochBatchSampler(len(train_set), data.batch_size, seed, state["step"], self.max_steps)
-        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers)
+        # the loader draws worker seeds from its own generator, never from the global RNG stream
+        loader_generator = torch.Generator().manual_seed(seed + 2)
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers, generator=loader_generator)
         metrics_file = (run_dir / "metrics.jsonl").open("a")
         consecutive_bad = 0
         window_start, window_images = time.perf_counter(), 0

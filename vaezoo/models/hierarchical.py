@@ -1,0 +1,423 @@
+"""A generic top-down hierarchical VAE assembled from registered components.
+
+Layout (channels double at every down-sampling and halve at every up-sampling)::
+
+    x -> stem -> pre-processing blocks (last cell of a block: stride 2)
+      -> encoder tower: per scale (highest resolution first), per group: cells, then an encoder combiner slot
+         (the encoder feature is remembered there); a stride-2 cell between scales
+      -> encoder head
+    learned constant -> decoder tower: per scale (lowest resolution first), per group: cells (none before the
+         first group), then a decoder combiner that merges the group's latent; a stride -1 cell between scales
+      -> post-processing blocks (first cell of a block: stride -1) -> decoder head -> likelihood parameters
+
+Latent group ``i`` (top first) has prior ``priors[i](decoder state)`` (``priors[0]`` is the unconditional top
+prior) and posterior ``posteriors[i](features, prior)`` where the features are the encoder head's output for the
+top group and ``encoder_combiner(encoder feature, decoder state)`` otherwise; encoder features are consumed in
+reverse order. Each posterior sample goes through ``num_flows`` flows. The KL of a group is analytic without
+flows and the single-sample ``log q - log p`` with them.
+
+Sub-components that are built many times are given as factories (jsonargparse ``Callable`` types), e.g. in a
+recipe ``encoder_cell: {class_path: ResidualCell, init_args: {use_se: true}}``; the assembler calls them with the
+channel counts and strides it needs:
+
+- cells and heads: ``(in_channels, out_channels, stride)``, stride 1, 2 (down) or -1 (up);
+- combiners: ``(in_channels, out_channels, stride=1, aux_channels)``, called as ``combiner(x, aux)``;
+- posteriors and priors: ``(feature_channels, latent_channels)``; flows: ``(latent_channels, context_channels)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..interfaces import Cell, Example, Flow, GenerativeModel, LatentDistribution, Likelihood, ModelOutput, Posterior, Prior
+
+CellFactory = Callable[[int, int, int], Cell]
+CombinerFactory = Callable[[int, int, int, int], Cell]
+PosteriorFactory = Callable[[int, int], Posterior]
+PriorFactory = Callable[[int, int], Prior]
+FlowFactory = Callable[[int, int], Flow]
+
+
+def expand_groups_per_scale(num_scales: int, groups: int | list[int], adaptive: bool = False, min_groups: int = 1) -> list[int]:
+    """Groups per latent scale, highest resolution first.
+
+    An int ``n`` gives ``n`` groups at every scale, or with ``adaptive`` ``n`` at the highest resolution and then
+    ``max(min_groups, previous // 2)`` at each lower one. A list is taken as it is.
+    """
+    if isinstance(groups, (list, tuple)):
+        out = [int(g) for g in groups]
+        if len(out) != num_scales:
+            raise ValueError(f"groups_per_scale lists {len(out)} scales, num_latent_scales is {num_scales}")
+    else:
+        out = [int(groups)]
+        for _ in range(num_scales - 1):
+            out.append(max(min_groups, out[-1] // 2) if adaptive else int(groups))
+    if min(out) < 1:
+        raise ValueError(f"every latent scale needs at least one group, got {out}")
+    return out
+
+
+class HierarchicalVAE(GenerativeModel):
+    """A multi-scale top-down hierarchical VAE (NVAE-style) built from cell, posterior, prior, flow and likelihood
+    components. See the module docstring for the layout and the factory signatures."""
+
+    def __init__(
+        self,
+        image_shape: list[int],
+        likelihood: Likelihood,
+        stem: CellFactory,
+        preprocess_cell: CellFactory,
+        encoder_cell: CellFactory,
+        encoder_combiner: CombinerFactory,
+        encoder_head: CellFactory,
+        posterior: PosteriorFactory,
+        top_prior: Prior,
+        prior: PriorFactory,
+        decoder_cell: CellFactory,
+        decoder_combiner: CombinerFactory,
+        postprocess_cell: CellFactory,
+        decoder_head: CellFactory,
+        flow: FlowFactory | None = None,
+        num_flows: int = 0,
+        encoder_channels: int = 32,
+        decoder_channels: int = 32,
+        latent_channels: int = 20,
+        num_latent_scales: int = 1,
+        groups_per_scale: int | list[int] = 1,
+        adaptive_groups: bool = False,
+        min_groups_per_scale: int = 1,
+        encoder_cells_per_group: int = 2,
+        decoder_cells_per_group: int = 2,
+        preprocess_blocks: int = 1,
+        preprocess_cells: int = 2,
+        postprocess_blocks: int = 1,
+        postprocess_cells: int = 2,
+        channel_multiplier: int = 2,
+        center_input: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be [C, H, W], got {image_shape}")
+        if num_flows and flow is None:
+            raise ValueError("num_flows > 0 needs a flow component")
+        if preprocess_blocks != postprocess_blocks:
+            raise ValueError(
+                f"preprocess_blocks ({preprocess_blocks}) and postprocess_blocks ({postprocess_blocks}) must match "
+                "for the output to have the input's resolution"
+            )
+        self.image_shape = tuple(int(s) for s in image_shape)
+        data_channels, height, width = self.image_shape
+        reduction = 2 ** (preprocess_blocks + num_latent_scales - 1)
+        if height % reduction or width % reduction:
+            raise ValueError(f"image size {height}x{width} must be divisible by {reduction} (2^(preprocess_blocks + scales - 1))")
+        self.groups_per_scale = expand_groups_per_scale(num_latent_scales, groups_per_scale, adaptive_groups, min_groups_per_scale)
+        self.num_latent_scales = num_latent_scales
+        self.latent_channels = latent_channels
+        self.num_flows = num_flows
+        self.center_input = center_input
+        self.likelihood = likelihood
+        mult = channel_multiplier
+        enc, dec = encoder_channels, decoder_channels
+
+        # ``scale`` is the channel factor relative to encoder_channels / decoder_channels: encoder features have
+        # enc * scale channels and the decoder state at the same resolution dec * scale.
+        # Registration order below is the order of module traversal, which regularisers that stack weights rely on.
+        top_scale = mult ** (preprocess_blocks + num_latent_scales - 1)
+        self.decoder_input = nn.Parameter(torch.rand(dec * top_scale, height // reduction, width // reduction))
+        self.stem = stem(data_channels, enc, 1)
+
+        scale = 1
+        self.preprocess = nn.ModuleList()
+        for _ in range(preprocess_blocks):
+            for cell in range(preprocess_cells):
+                if cell == preprocess_cells - 1:
+                    self.preprocess.append(preprocess_cell(enc * scale, enc * scale * mult, 2))
+                    scale *= mult
+                else:
+                    self.preprocess.append(preprocess_cell(enc * scale, enc * scale, 1))
+
+        # encoder: "cell" entries transform the state, "combiner" entries remember it for a decoder group
+        self.encoder_tower = nn.ModuleList()
+        encoder_roles = []
+        for level, groups in enumerate(self.groups_per_scale):
+            for group in range(groups):
+                for _ in range(encoder_cells_per_group):
+                    self.encoder_tower.append(encoder_cell(enc * scale, enc * scale, 1))
+                    encoder_roles.append("cell")
+                if not (level == num_latent_scales - 1 and group == groups - 1):
+                    self.encoder_tower.append(encoder_combiner(enc * scale, enc * scale, 1, dec * scale))
+                    encoder_roles.append("combiner")
+            if level < num_latent_scales - 1:
+                self.encoder_tower.append(encoder_cell(enc * scale, enc * scale * mult, 2))
+                encoder_roles.append("cell")
+                scale *= mult
+        self.encoder_roles = tuple(encoder_roles)
+        self.encoder_head = encoder_head(enc * scale, enc * scale, 1)
+
+        # per latent group (top first): posterior, flows, prior
+        self.posteriors = nn.ModuleList()
+        self.priors = nn.ModuleList()
+        self.flows = nn.ModuleList()
+        group_scales = []
+        for level in range(num_latent_scales):
+            for _ in range(self.groups_per_scale[num_latent_scales - 1 - level]):
+                self.posteriors.append(posterior(enc * scale, latent_channels))
+                for _ in range(num_flows):
+                    self.flows.append(flow(latent_channels, enc * scale))
+                self.priors.append(top_prior if not group_scales else prior(dec * scale, latent_channels))
+                group_scales.append(level)
+            if level < num_latent_scales - 1:
+                scale //= mult
+        self.group_scales = tuple(group_scales)
+
+        # decoder: "cell" entries transform the state, "combiner" entries merge the next latent group
+        scale = top_scale
+        self.decoder_tower = nn.ModuleList()
+        decoder_roles = []
+        for level in range(num_latent_scales):
+            for group in range(self.groups_per_scale[num_latent_scales - 1 - level]):
+                if not (level == 0 and group == 0):
+                    for _ in range(decoder_cells_per_group):
+                        self.decoder_tower.append(decoder_cell(dec * scale, dec * scale, 1))
+                        decoder_roles.append("cell")
+                self.decoder_tower.append(decoder_combiner(dec * scale, dec * scale, 1, latent_channels))
+                decoder_roles.append("combiner")
+            if level < num_latent_scales - 1:
+                self.decoder_tower.append(decoder_cell(dec * scale, dec * scale // mult, -1))
+                decoder_roles.append("cell")
+                scale //= mult
+        self.decoder_roles = tuple(decoder_roles)
+
+        self.postprocess = nn.ModuleList()
+        for _ in range(postprocess_blocks):
+            for cell in range(postprocess_cells):
+                if cell == 0:
+                    self.postprocess.append(postprocess_cell(dec * scale, dec * scale // mult, -1))
+                    scale //= mult
+                else:
+                    self.postprocess.append(postprocess_cell(dec * scale, dec * scale, 1))
+        self.decoder_head = decoder_head(dec * scale, likelihood.param_channels(data_channels), 1)
+
+    # -- shapes ----------------------------------------------------------------------------------
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_scales)
+
+    def latent_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
+        _, h, w = self.decoder_input.shape
+        return [(batch_size, self.latent_channels, h * 2**s, w * 2**s) for s in self.group_scales]
+
+    # -- encoder / decoder -------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The encoder head's output and the remembered encoder features (in the decoder's order)."""
+        s = self.stem(2 * x - 1.0 if self.center_input else x)
+        for cell in self.preprocess:
+            s = cell(s)
+        features = []
+        for role, module in zip(self.encoder_roles, self.encoder_tower):
+            if role == "combiner":
+                features.append(s)
+            else:
+                s = module(s)
+        features.reverse()
+        return self.encoder_head(s), features
+
+    def _encoder_combiners(self) -> list[nn.Module]:
+        combiners = [m for role, m in zip(self.encoder_roles, self.encoder_tower) if role == "combiner"]
+        combiners.reverse()
+        return combiners
+
+    def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput:
+        x = self.likelihood.preprocess(x)
+        top_features, features = self.encode(x)
+        combiners = self._encoder_combiners()
+        state = self.decoder_input.unsqueeze(0).expand(x.size(0), -1, -1, -1)
+        with_flows = self.num_flows > 0
+
+        posteriors: list[LatentDistribution] = []
+        priors: list[LatentDistribution] = []
+        flow_outputs: list[Tensor] = []
+        drawn: list[Tensor] = []
+        kl, kl_diag, log_q, log_p = [], [], None, None
+        group = 0
+        for role, module in zip(self.decoder_roles, self.decoder_tower):
+            if role == "cell":
+                state = module(state)
+                continue
+            shape = (x.size(0), self.latent_channels, *state.shape[2:])
+            prior = self.priors[group](state, shape)
+            ftr = top_features if group == 0 else combiners[group - 1](features[group - 1], state)
+            q = self.posteriors[group](ftr, prior)
+            z, eps = q.sample(noise[group] if noise is not None else None)
+            log_q_group = q.log_prob(z)
+            log_det_per_sample = None
+            for flow in self.flows[group * self.num_flows : (group + 1) * self.num_flows]:
+                z, log_det = flow(z, ftr)
+                if log_det.shape == z.shape:
+                    log_q_group = log_q_group - log_det
+                else:  # per-sample log-determinant
+                    log_det_per_sample = log_det if log_det_per_sample is None else log_det_per_sample + log_det
+                flow_outputs.append(z)
+            log_p_group = prior.log_prob(z)
+            kl_per_var = log_q_group - log_p_group if with_flows else q.kl(prior)
+            kl_group = torch.sum(kl_per_var, dim=[1, 2, 3])
+            log_q_sum = torch.sum(log_q_group, dim=[1, 2, 3])
+            if log_det_per_sample is not None:
+                kl_group = kl_group - log_det_per_sample
+                log_q_sum = log_q_sum - log_det_per_sample
+            kl.append(kl_group)
+            kl_diag.append(torch.mean(torch.sum(kl_per_var, dim=[2, 3]), dim=0))
+            log_q = log_q_sum if log_q is None else log_q + log_q_sum
+            log_p_sum = torch.sum(log_p_group, dim=[1, 2, 3])
+            log_p = log_p_sum if log_p is None else log_p + log_p_sum
+            posteriors.append(q)
+            priors.append(prior)
+            drawn.append(eps)
+            state = module(state, z)
+            group += 1
+
+        params = self.decode_state(state)
+        recon = -self.likelihood.log_prob(params, x)
+        extras: dict[str, Any] = {
+            "kl_diag": torch.stack(kl_diag),
+            "posteriors": posteriors,
+            "priors": priors,
+            "flow_outputs": flow_outputs,
+        }
+        return ModelOutput(recon=recon, kl=torch.stack(kl), log_q=log_q, log_p=log_p, params=params, noise=drawn, extras=extras)
+
+    def decode_state(self, state: Tensor) -> Tensor:
+        for cell in self.postprocess:
+            state = cell(state)
+        return self.decoder_head(state)
+
+    def sample_params(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
+        state = self.decoder_input.unsqueeze(0).expand(n, -1, -1, -1)
+        group = 0
+        for role, module in zip(self.decoder_roles, self.decoder_tower):
+            if role == "cell":
+                state = module(state)
+                continue
+            shape = (n, self.latent_channels, *state.shape[2:])
+            z, _ = self.priors[group](state, shape, temperature).sample(noise[group] if noise is not None else None)
+            state = module(state, z)
+            group += 1
+        return self.decode_state(state)
+
+    # -- contract example ------------------------------------------------------------------------
+    @classmethod
+    def example(cls) -> Example:
+        x = torch.rand(2, 1, 8, 8)
+
+        def build() -> HierarchicalVAE:
+            return cls(
+                image_shape=[1, 8, 8],
+                likelihood=_ExampleBernoulli(),
+                stem=_ExampleConvCell,
+                preprocess_cell=_ExampleConvCell,
+                encoder_cell=_ExampleConvCell,
+                encoder_combiner=_ExampleCombiner,
+                encoder_head=_ExampleConvCell,
+                posterior=_ExamplePosterior,
+                top_prior=_ExamplePrior(0, 2),
+                prior=_ExamplePrior,
+                decoder_cell=_ExampleConvCell,
+                decoder_combiner=_ExampleCombiner,
+                postprocess_cell=_ExampleConvCell,
+                decoder_head=_ExampleConvCell,
+                encoder_channels=2,
+                decoder_channels=2,
+                latent_channels=2,
+                num_latent_scales=2,
+                groups_per_scale=2,
+                adaptive_groups=True,
+                encoder_cells_per_group=1,
+                decoder_cells_per_group=1,
+                preprocess_blocks=1,
+                preprocess_cells=1,
+                postprocess_blocks=1,
+                postprocess_cells=1,
+            )
+
+        return Example(build=build, inputs=(x,), output_shape=(2,), call=lambda m, i: m(i[0]).nelbo)
+
+
+# ---------------------------------------------------------------------------------------------
+# Minimal parts for the assembler's own contract example (not registered; real components live in plugins)
+# ---------------------------------------------------------------------------------------------
+class _ExampleConvCell(Cell):
+    supported_strides = (1, 2, -1)
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(in_channels, out_channels, stride)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=max(stride, 1), padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == -1:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv(x)
+
+
+class _ExampleCombiner(Cell):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1) -> None:
+        super().__init__(in_channels, out_channels, stride)
+        self.conv = nn.Conv2d(in_channels + aux_channels, out_channels, 1)
+
+    def forward(self, x: Tensor, aux: Tensor) -> Tensor:
+        return self.conv(torch.cat([x, aux], dim=1))
+
+
+class _ExampleNormal(LatentDistribution):
+    def __init__(self, mu: Tensor, log_sigma: Tensor, temperature: float = 1.0) -> None:
+        self.mu, self.sigma = mu, torch.exp(log_sigma) * temperature
+
+    def sample(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        noise = torch.randn_like(self.mu) if noise is None else noise
+        return self.mu + self.sigma * noise, noise
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return -0.5 * ((z - self.mu) / self.sigma) ** 2 - torch.log(self.sigma) - 0.5 * math.log(2 * math.pi)
+
+
+class _ExamplePrior(Prior):
+    def __init__(self, in_channels: int, latent_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 2 * latent_channels, 1) if in_channels else None
+
+    def forward(self, state: Tensor | None, latent_shape, temperature: float = 1.0) -> LatentDistribution:
+        if self.conv is None:
+            zeros = state.new_zeros(tuple(latent_shape))
+            return _ExampleNormal(zeros, zeros, temperature)
+        mu, log_sigma = self.conv(state).chunk(2, dim=1)
+        return _ExampleNormal(mu, log_sigma, temperature)
+
+
+class _ExamplePosterior(Posterior):
+    def __init__(self, in_channels: int, latent_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 2 * latent_channels, 1)
+
+    def forward(self, features: Tensor, prior: LatentDistribution | None) -> LatentDistribution:
+        mu, log_sigma = self.conv(features).chunk(2, dim=1)
+        return _ExampleNormal(mu, log_sigma)
+
+
+class _ExampleBernoulli(Likelihood):
+    report_unit = "nats"
+
+    def param_channels(self, data_channels: int) -> int:
+        return data_channels
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        return -F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)
+
+    def sample(self, params: Tensor, temperature: float = 1.0) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(params))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params)
