@@ -29,13 +29,17 @@ def test_fit_fills_run_directory(tmp_path, capsys):
     assert "test ELBO" in out and "nats" in out and "IW-NLL (k=5)" in out
     recipe = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert recipe["trainer"]["max_steps"] == 12 and recipe["model"]["init_args"]["latent_dim"] == 4
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in lines if "loss" in r]
     assert [r["step"] for r in records] == [4, 8, 12]
+    units = [r for r in lines if "active_units" in r]
+    assert [r["step"] for r in units] == [5, 10] and 0 <= units[-1]["active_units"][0] <= 4
     for key in ("loss", "recon", "kl", "kl_per_group", "grad_norm", "lr", "skipped_steps", "images_per_s"):
         assert key in records[-1]
     steps = [s for s, _ in list_checkpoints(run_dir / "checkpoints")]
     assert steps == [10, 12]  # kept the last two
-    assert (run_dir / "samples.png").stat().st_size > 0
+    assert (run_dir / "samples.png").stat().st_size > 0 and (run_dir / "reconstructions.png").stat().st_size > 0
+    assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "model" / "config.json").is_file()
     results = json.loads((run_dir / "results.json").read_text())
     assert results["unit"] == "nats" and results["k"] == 5 and results["num_examples"] == 500
     assert results["iw_nll_nats"] <= -results["elbo_nats"] + 1.0  # the IW bound is (nearly) tighter than the ELBO

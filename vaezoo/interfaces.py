@@ -229,6 +229,25 @@ class GenerativeModel(nn.Module, Component):
         """Shapes of the noise tensors, top group first."""
         raise NotImplementedError
 
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """Posterior means of every latent group (top first) for images ``x`` in [0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement encode")
+
+    def decode(self, latents: list[Tensor]) -> Tensor:
+        """Likelihood means in [0, 1] for given latents (one tensor per group, top first)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement decode")
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The likelihood mean given one posterior sample of each group."""
+        return self.likelihood.mean(self(x).params)
+
+    def interpolate(self, x0: Tensor, x1: Tensor, steps: int = 8) -> Tensor:
+        """Decodes of linear interpolations between the latents of two images: ``[steps, C, H, W]``."""
+        z0, z1 = self.encode(x0.unsqueeze(0) if x0.ndim == 3 else x0), self.encode(x1.unsqueeze(0) if x1.ndim == 3 else x1)
+        weights = torch.linspace(0, 1, steps, device=z0[0].device)
+        frames = [self.decode([(1 - w) * a + w * b for a, b in zip(z0, z1)]) for w in weights]
+        return torch.cat(frames)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -247,7 +266,7 @@ class GenerativeModel(nn.Module, Component):
         return push_to_hub(self, repo_id, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device: Any = "cpu") -> "GenerativeModel":
+    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device: Any = "cpu") -> GenerativeModel:
         """Load a saved model (folder, ``org/repo``, pretrained name); refuses a model of another class."""
         from .hub import from_pretrained
 

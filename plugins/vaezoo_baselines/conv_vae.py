@@ -70,6 +70,14 @@ class ConvVAE(GenerativeModel):
         recon = -self.likelihood.log_prob(params, x)
         return ModelOutput(recon=recon, kl=kl.unsqueeze(0), log_q=log_q, log_p=log_p, params=params, noise=[eps])
 
+    def encode(self, x: Tensor) -> list[Tensor]:
+        x = self.likelihood.preprocess(x)
+        prior = self.prior(x, (x.shape[0], self.latent_dim))
+        return [self.posterior(self.encoder(2 * x - 1), prior).mu]
+
+    def decode(self, latents: list[Tensor]) -> Tensor:
+        return self.likelihood.mean(self.decoder(latents[0]))
+
     def sample_params(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
         anchor = next(self.parameters())
         prior = self.prior(anchor.new_zeros(n, 1), (n, self.latent_dim), temperature)

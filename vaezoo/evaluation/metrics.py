@@ -99,3 +99,27 @@ def iw_log_likelihood(model: GenerativeModel, x: torch.Tensor, k: int, max_batch
         done += n
     log_w = torch.cat(log_w, 0)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+@torch.no_grad()
+def active_units(model: GenerativeModel, dataset: Dataset, max_examples: int = 500, threshold: float = 0.01) -> list[int] | None:
+    """Active units per latent group (Burda et al. 2016): latent dimensions whose posterior mean varies
+    across data, ``Cov_x(E_q[z_u | x]) > threshold``. None when the model cannot encode."""
+    was_training = model.training
+    model.eval()
+    try:
+        means: list[list[torch.Tensor]] = []
+        seen = 0
+        for x, *_ in DataLoader(dataset, batch_size=100, shuffle=False):
+            try:
+                latents = model.encode(x[: max_examples - seen].to(model.device))
+            except NotImplementedError:
+                return None
+            means.append([z.flatten(1).float() for z in latents])
+            seen += x.shape[0]
+            if seen >= max_examples:
+                break
+    finally:
+        model.train(was_training)
+    per_group = zip(*means)
+    return [int((torch.cat(group).var(0) > threshold).sum()) for group in per_group]

@@ -5,8 +5,9 @@ Design points:
   seeded by both, so a resumed run sees exactly the batches an uninterrupted run would have seen.
 - Every source of randomness (global torch RNG for latent noise, the data-augmentation generator)
   is saved in checkpoints; on CPU a resumed run ends bitwise identical to an uninterrupted one.
-- A step whose loss or gradient is not finite is skipped and counted; too many in a row stops the
-  run with a clear message instead of silently skipping forever.
+- A step whose loss or gradient is not finite is skipped and counted. After too many in a row the
+  run rolls back to its last checkpoint with a lower learning rate, and stops with a clear message
+  once it has used up its rollbacks: it never skips silently forever.
 """
 
 from __future__ import annotations
@@ -20,51 +21,61 @@ from typing import Any, Iterator, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..errors import VaezooError
 from ..evaluation import evaluate
+from ..evaluation.metrics import active_units
 from ..interfaces import DataModule, GenerativeModel, Objective
 from .checkpoint import atomic_torch_save, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints
+from .ema import ExponentialMovingAverage
 
 
 class TrainingDiverged(VaezooError):
-    """Too many consecutive non-finite steps."""
+    """Too many consecutive non-finite steps, rollbacks exhausted."""
 
     exit_code = 1
 
 
-class _EpochBatchSampler:
-    """Batches of a seeded per-epoch permutation (drop_last), starting at a given global step."""
+class _Rollback(Exception):
+    """Internal: restart the loop from the last checkpoint."""
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int, start_step: int, max_steps: int) -> None:
-        self.n, self.batch_size, self.seed = num_examples, batch_size, seed
-        self.start_step, self.max_steps = start_step, max_steps
-        self.steps_per_epoch = num_examples // batch_size
-        if self.steps_per_epoch == 0:
+
+class _EpochBatchSampler:
+    """Batches of a seeded per-epoch permutation (drop_last), from a given micro-batch index on."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, start: int, stop: int) -> None:
+        self.n, self.batch_size, self.seed, self.start, self.stop = num_examples, batch_size, seed, start, stop
+        self.batches_per_epoch = num_examples // batch_size
+        if self.batches_per_epoch == 0:
             raise VaezooError(f"data.batch_size {batch_size} is larger than the training set ({num_examples} examples)")
 
     def permutation(self, epoch: int) -> Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=generator)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
 
     def __iter__(self) -> Iterator[list[int]]:
-        step = self.start_step
-        while step < self.max_steps:
-            epoch, offset = divmod(step, self.steps_per_epoch)
+        index = self.start
+        while index < self.stop:
+            epoch, offset = divmod(index, self.batches_per_epoch)
             perm = self.permutation(epoch)
-            for i in range(offset, self.steps_per_epoch):
-                if step >= self.max_steps:
+            for i in range(offset, self.batches_per_epoch):
+                if index >= self.stop:
                     return
                 yield perm[i * self.batch_size : (i + 1) * self.batch_size].tolist()
-                step += 1
+                index += 1
 
     def __len__(self) -> int:
-        return max(0, self.max_steps - self.start_step)
+        return max(0, self.stop - self.start)
 
 
 class Trainer:
-    """Trains a model with an objective on a data module (Adamax, warm-up then cosine decay)."""
+    """Trains a model with an objective on a data module.
+
+    Adamax (NVAE's optimiser: eps 1e-3, L2 weight decay), linear learning-rate warm-up per step,
+    then cosine decay to ``lr_min`` ending exactly at ``max_steps`` (per step, or per epoch as the
+    reference implementation does). One *step* is one optimiser update of
+    ``data.batch_size x accumulate_grad_batches`` examples.
+    """
 
     def __init__(
         self,
@@ -72,10 +83,13 @@ class Trainer:
         lr: float = 1e-2,
         lr_min: float = 1e-4,
         warmup_steps: int = 0,
+        lr_schedule: Literal["cosine_step", "cosine_epoch", "constant"] = "cosine_step",
         weight_decay: float = 3e-4,
         adamax_eps: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         grad_clip: float | None = None,
+        accumulate_grad_batches: int = 1,
+        ema_decay: float | None = None,
         precision: Literal["fp32", "bf16", "fp16"] = "fp32",
         checkpoint_every: int = 500,
         keep_last: int = 2,
@@ -86,33 +100,52 @@ class Trainer:
         eval_k: int = 0,
         eval_batch_size: int = 100,
         max_consecutive_bad_steps: int = 20,
+        max_rollbacks: int = 3,
+        rollback_lr_factor: float = 0.5,
         num_workers: int = 0,
+        tensorboard: bool = True,
         progress: bool = True,
         device: str = "cpu",
     ) -> None:
         if max_steps < 1:
             raise VaezooError(f"trainer.max_steps must be positive, got {max_steps}")
+        if accumulate_grad_batches < 1:
+            raise VaezooError(f"trainer.accumulate_grad_batches must be positive, got {accumulate_grad_batches}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise VaezooError(f"trainer.ema_decay must be in (0, 1), got {ema_decay}")
         self.max_steps = max_steps
-        self.lr, self.lr_min, self.warmup_steps = lr, lr_min, warmup_steps
+        self.lr, self.lr_min, self.warmup_steps, self.lr_schedule = lr, lr_min, warmup_steps, lr_schedule
         self.weight_decay, self.adamax_eps, self.betas = weight_decay, adamax_eps, tuple(betas)
         self.grad_clip = grad_clip
+        self.accumulate = accumulate_grad_batches
+        self.ema_decay = ema_decay
         self.precision = precision
         self.checkpoint_every, self.keep_last = checkpoint_every, keep_last
         self.log_every, self.sample_every = log_every, sample_every
         self.num_samples, self.sample_temperature = num_samples, sample_temperature
         self.eval_k, self.eval_batch_size = eval_k, eval_batch_size
         self.max_consecutive_bad_steps = max_consecutive_bad_steps
+        self.max_rollbacks, self.rollback_lr_factor = max_rollbacks, rollback_lr_factor
         self.num_workers = num_workers
+        self.tensorboard = tensorboard
         self.progress = progress
         self.device = torch.device(device)
+        self.steps_per_epoch = 1  # set by fit() from the data
 
     # -- schedules -----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        """Linear warm-up from 0, then cosine decay to ``lr_min`` exactly at ``max_steps``."""
+        """Linear warm-up from 0, then cosine decay to ``lr_min`` reached at the last step
+        (never past it: a cosine that runs on would turn the learning rate back up)."""
         if self.warmup_steps and step < self.warmup_steps:
             return self.lr * step / self.warmup_steps
-        span = max(1, self.max_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
+        if self.lr_schedule == "constant":
+            return self.lr
+        if self.lr_schedule == "cosine_epoch":
+            first, last = self.warmup_steps // self.steps_per_epoch, max(1, (self.max_steps - 1) // self.steps_per_epoch)
+            span, position = max(1, last - first), step // self.steps_per_epoch - first
+        else:
+            span, position = max(1, self.max_steps - 1 - self.warmup_steps), step - self.warmup_steps
+        progress = min(1.0, max(0.0, position / span))
         return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress))
 
     def _autocast(self):
@@ -134,144 +167,226 @@ class Trainer:
         console: Any = None,
     ) -> dict:
         run_dir = Path(run_dir)
-        ckpt_dir = run_dir / "checkpoints"
-        model.to(self.device)
-        objective.to(self.device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = run_dir / "checkpoints"
         if tuple(data.image_shape) != tuple(model.image_shape):
             raise VaezooError(
                 f"model.image_shape {list(model.image_shape)} does not fit the data {list(data.image_shape)} of {type(data).__name__}"
             )
+        model.to(self.device)
+        objective.to(self.device)
         objective.set_total_steps(self.max_steps)
-        optimizer = torch.optim.Adamax(
+        train_set = data.train_dataset()
+        self.steps_per_epoch = max(1, len(train_set) // (data.batch_size * self.accumulate))
+        self.optimizer = torch.optim.Adamax(
             model.parameters(), lr=self.lr, betas=self.betas, eps=self.adamax_eps, weight_decay=self.weight_decay
         )
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        data_generator = torch.Generator().manual_seed(seed + 1)
-        state = {"step": 0, "skipped_steps": 0}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.ema = ExponentialMovingAverage(model, self.ema_decay) if self.ema_decay else None
+        self.data_generator = torch.Generator().manual_seed(seed + 1)
+        self.state = {"step": 0, "skipped_steps": 0, "rollbacks": 0, "lr_scale": 1.0}
+        self.model, self.objective = model, objective
 
         if resume:
-            found = list_checkpoints(ckpt_dir)
+            found = list_checkpoints(self.ckpt_dir)
             if not found:
-                raise VaezooError(f"--resume: no checkpoint in {ckpt_dir}")
-            ckpt = load_checkpoint(found[-1][1])
-            model.load_state_dict(ckpt["model"])
-            objective.load_state_dict(ckpt["objective"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scaler.load_state_dict(ckpt["scaler"])
-            torch.set_rng_state(ckpt["rng"]["torch"])
-            data_generator.set_state(ckpt["rng"]["data"])
-            state.update(step=int(ckpt["step"]), skipped_steps=int(ckpt["skipped_steps"]))
+                raise VaezooError(f"--resume: no checkpoint in {self.ckpt_dir}")
+            self._restore(found[-1][1])
         else:
             torch.manual_seed(seed)
 
-        train_set = data.train_dataset()
-        sampler = _EpochBatchSampler(len(train_set), data.batch_size, seed, state["step"], self.max_steps)
+        writer = _tensorboard_writer(run_dir / "tensorboard") if self.tensorboard else None
+        progress = _progress(self.progress, console)
+        with progress as bar, (run_dir / "metrics.jsonl").open("a") as metrics_file:
+            task = bar.add_task("fit", total=self.max_steps, completed=self.state["step"], loss=float("nan"), kl=float("nan"), rate=0.0)
+            while self.state["step"] < self.max_steps:
+                try:
+                    self._run(data, train_set, seed, run_dir, metrics_file, writer, bar, task)
+                except _Rollback:
+                    continue
+        if writer is not None:
+            writer.close()
+        if not list_checkpoints(self.ckpt_dir) or list_checkpoints(self.ckpt_dir)[-1][0] != self.state["step"]:
+            self._save()
+        if self.ema is not None:
+            self.ema.copy_to(model)  # evaluate and publish the averaged weights
+        self.save_samples(model, run_dir / "samples.png", seed)
+        self.save_reconstructions(model, data, run_dir / "reconstructions.png")
+        return {"step": self.state["step"], "skipped_steps": self.state["skipped_steps"], "rollbacks": self.state["rollbacks"]}
+
+    def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
+        model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
+        state = self.state
+        sampler = _EpochBatchSampler(len(train_set), data.batch_size, seed, state["step"] * self.accumulate, self.max_steps * self.accumulate)
         # the loader draws worker seeds from its own generator, never from the global RNG stream
-        loader_generator = torch.Generator().manual_seed(seed + 2)
-        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers, generator=loader_generator)
-        metrics_file = (run_dir / "metrics.jsonl").open("a")
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed + 2))
+        batches = iter(loader)
         consecutive_bad = 0
         window_start, window_images = time.perf_counter(), 0
-        progress = _progress(self.progress, console, total=self.max_steps, completed=state["step"])
         model.train()
-        try:
-            with progress as bar:
-                task = bar.add_task("fit", total=self.max_steps, completed=state["step"], loss=float("nan"), kl=float("nan"), rate=0.0)
-                for x, *_ in loader:
-                    step = state["step"]
-                    x = data.train_transform(x, data_generator).to(self.device, non_blocking=True)
-                    lr = self.lr_at(step)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    optimizer.zero_grad(set_to_none=True)
-                    with self._autocast():
-                        loss, metrics = objective(model, x, step)
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        model.parameters(), self.grad_clip if self.grad_clip else float("inf")
-                    )
-                    finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
-                    if finite:
-                        scaler.step(optimizer)
-                        consecutive_bad = 0
-                    else:
-                        state["skipped_steps"] += 1
-                        consecutive_bad += 1
-                        if consecutive_bad >= self.max_consecutive_bad_steps:
-                            raise TrainingDiverged(
-                                f"training diverged: {consecutive_bad} consecutive steps with a non-finite loss or "
-                                f"gradient at step {step}; lower trainer.lr or enable trainer.grad_clip"
-                            )
-                    scaler.update()
-                    state["step"] = step + 1
-                    window_images += x.shape[0]
+        while state["step"] < self.max_steps:
+            step = state["step"]
+            lr = self.lr_at(step) * state["lr_scale"]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for _ in range(self.accumulate):
+                x, *_ = next(batches)
+                x = data.train_transform(x, self.data_generator).to(self.device, non_blocking=True)
+                with self._autocast():
+                    loss, metrics = objective(model, x, step)
+                scaler.scale(loss / self.accumulate).backward()
+                loss_sum = loss_sum + loss.detach()
+                window_images += x.shape[0]
+            loss = loss_sum / self.accumulate
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
+            if bool(torch.isfinite(loss + grad_norm)):  # one host sync per step
+                scaler.step(optimizer)
+                if self.ema is not None:
+                    self.ema.update(model)
+                consecutive_bad = 0
+            else:
+                state["skipped_steps"] += 1
+                consecutive_bad += 1
+                if consecutive_bad >= self.max_consecutive_bad_steps:
+                    self._rollback_or_stop(step, consecutive_bad, metrics_file)
+            scaler.update()
+            state["step"] = step + 1
 
-                    if state["step"] % self.log_every == 0 or state["step"] == self.max_steps:
-                        elapsed = time.perf_counter() - window_start
-                        record = _record(metrics, loss, grad_norm, lr, state, window_images / max(elapsed, 1e-9))
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
-                        bar.update(task, loss=record["loss"], kl=record.get("kl", float("nan")), rate=record["images_per_s"] / x.shape[0])
-                        window_start, window_images = time.perf_counter(), 0
-                    bar.update(task, completed=state["step"])
-                    if self.sample_every and state["step"] % self.sample_every == 0:
-                        self.save_samples(model, run_dir / f"samples_step_{state['step']:08d}.png", seed)
-                    if self.checkpoint_every and state["step"] % self.checkpoint_every == 0:
-                        self._save(ckpt_dir, model, objective, optimizer, scaler, data_generator, state, recipe)
-        finally:
-            metrics_file.close()
-        if not list_checkpoints(ckpt_dir) or list_checkpoints(ckpt_dir)[-1][0] != state["step"]:
-            self._save(ckpt_dir, model, objective, optimizer, scaler, data_generator, state, recipe)
-        self.save_samples(model, run_dir / "samples.png", seed)
-        return {"step": state["step"], "skipped_steps": state["skipped_steps"]}
+            if state["step"] % self.log_every == 0 or state["step"] == self.max_steps:
+                elapsed = time.perf_counter() - window_start
+                record = _record(metrics, loss, grad_norm, lr, state, window_images / max(elapsed, 1e-9))
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                if writer is not None:
+                    for key, value in record.items():
+                        if isinstance(value, (int, float)) and key != "step":
+                            writer.add_scalar(key, value, state["step"])
+                steps_per_s = (window_images / max(elapsed, 1e-9)) / (x.shape[0] * self.accumulate)
+                bar.update(task, loss=record["loss"], kl=record.get("kl", float("nan")), rate=steps_per_s)
+                window_start, window_images = time.perf_counter(), 0
+            bar.update(task, completed=state["step"])
+            if self.sample_every and state["step"] % self.sample_every == 0:
+                self.save_samples(model, run_dir / f"samples_step_{state['step']:08d}.png", seed)
+                self.save_reconstructions(model, data, run_dir / f"reconstructions_step_{state['step']:08d}.png")
+            # a checkpoint is a rollback target: never take one in the middle of a run of bad steps
+            if self.checkpoint_every and state["step"] % self.checkpoint_every == 0 and consecutive_bad == 0:
+                units = active_units(model, data.test_dataset())
+                if units is not None:
+                    metrics_file.write(json.dumps({"step": state["step"], "active_units": units}) + "\n")
+                self._save()
 
-    def _save(self, ckpt_dir, model, objective, optimizer, scaler, data_generator, state, recipe) -> None:
+    def _rollback_or_stop(self, step: int, consecutive_bad: int, metrics_file) -> None:
+        found = list_checkpoints(self.ckpt_dir)
+        if self.state["rollbacks"] >= self.max_rollbacks or not found:
+            raise TrainingDiverged(
+                f"training diverged: {consecutive_bad} consecutive steps with a non-finite loss or gradient at step "
+                f"{step} after {self.state['rollbacks']} rollbacks; lower trainer.lr or set trainer.grad_clip"
+            )
+        skipped, rollbacks, lr_scale = self.state["skipped_steps"], self.state["rollbacks"] + 1, self.state["lr_scale"]
+        self._restore(found[-1][1])
+        self.state.update(skipped_steps=skipped, rollbacks=rollbacks, lr_scale=lr_scale * self.rollback_lr_factor)
+        event = {"step": step, "event": "rollback", "to_step": self.state["step"], "lr_scale": self.state["lr_scale"]}
+        metrics_file.write(json.dumps(event) + "\n")
+        metrics_file.flush()
+        raise _Rollback()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save(self) -> None:
         payload = {
-            "model": model.state_dict(),
-            "objective": objective.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "data": data_generator.get_state()},
-            "step": state["step"],
-            "skipped_steps": state["skipped_steps"],
-            "model_config": json.dumps(model.config) if model.config else "",
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "rng": {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()},
+            "step": self.state["step"],
+            "skipped_steps": self.state["skipped_steps"],
+            "rollbacks": self.state["rollbacks"],
+            "lr_scale": self.state["lr_scale"],
+            "model_config": json.dumps(self.model.config) if self.model.config else "",
         }
-        atomic_torch_save(payload, checkpoint_path(ckpt_dir, state["step"]))
-        prune_checkpoints(ckpt_dir, self.keep_last)
+        atomic_torch_save(payload, checkpoint_path(self.ckpt_dir, self.state["step"]))
+        prune_checkpoints(self.ckpt_dir, self.keep_last)
 
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.objective.load_state_dict(ckpt["objective"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.data_generator.set_state(ckpt["rng"]["data"])
+        self.state.update(
+            step=int(ckpt["step"]),
+            skipped_steps=int(ckpt["skipped_steps"]),
+            rollbacks=int(ckpt.get("rollbacks", 0)),
+            lr_scale=float(ckpt.get("lr_scale", 1.0)),
+        )
+
+    # -- images --------------------------------------------------------------------------------
     @torch.no_grad()
     def save_samples(self, model: GenerativeModel, path: Path, seed: int) -> None:
-        from torchvision.utils import save_image
-
         was_training = model.training
         model.eval()
         with torch.random.fork_rng(devices=[]):  # sampling must not perturb the training RNG stream
             torch.manual_seed(seed)
             images = model.sample(self.num_samples, temperature=self.sample_temperature)
         model.train(was_training)
-        nrow = max(1, int(math.sqrt(self.num_samples)))
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        save_image(images.float().cpu(), tmp, nrow=nrow)
-        tmp.replace(path)
+        _save_grid(images, path, nrow=max(1, int(math.sqrt(self.num_samples))))
+
+    @torch.no_grad()
+    def save_reconstructions(self, model: GenerativeModel, data: DataModule, path: Path, n: int = 8) -> None:
+        """Test images (odd rows) above their reconstructions (even rows)."""
+        test_set = data.test_dataset()
+        x = torch.stack([test_set[i][0] for i in range(min(n, len(test_set)))]).to(self.device)
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            recon = model.reconstruct(x)
+        model.train(was_training)
+        _save_grid(torch.cat([x, recon.to(x.dtype)]), path, nrow=x.shape[0])
 
     def test(self, model: GenerativeModel, data: DataModule, seed: int = 0):
         return evaluate(model, data.test_dataset(), k=self.eval_k, batch_size=self.eval_batch_size, seed=seed)
 
 
+def _save_grid(images: Tensor, path: Path, nrow: int) -> None:
+    from torchvision.utils import save_image
+
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    save_image(images.float().cpu(), tmp, nrow=nrow)
+    tmp.replace(path)
+
+
 def _record(metrics: dict, loss: Tensor, grad_norm: Tensor, lr: float, state: dict, images_per_s: float) -> dict:
-    record: dict[str, Any] = {"step": state["step"], "loss": float(loss.detach())}
+    record: dict[str, Any] = {"step": state["step"], "loss": float(loss)}
     for key, value in metrics.items():
         if isinstance(value, Tensor):
             value = value.detach().float().cpu()
             record[key] = value.tolist() if value.ndim else float(value)
         else:
             record[key] = value
-    record.update(grad_norm=float(grad_norm), lr=lr, skipped_steps=state["skipped_steps"], images_per_s=images_per_s)
+    record.update(
+        grad_norm=float(grad_norm), lr=lr, skipped_steps=state["skipped_steps"], rollbacks=state["rollbacks"], images_per_s=images_per_s
+    )
     return record
 
 
-def _progress(enabled: bool, console: Any, total: int, completed: int):
+def _tensorboard_writer(directory: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(directory))
+
+
+def _progress(enabled: bool, console: Any):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = [

@@ -1,0 +1,108 @@
+"""The fit loop's policies: NaN/inf guard with rollback, gradient accumulation, EMA, schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import vaezoo
+from vaezoo.data import BundledMNIST
+from vaezoo.training import Trainer
+from vaezoo.training.trainer import TrainingDiverged
+from vaezoo_baselines import ELBO
+
+
+class FaultyELBO(ELBO):
+    """An ELBO that returns a non-finite loss on chosen calls (counted over the whole run)."""
+
+    def __init__(self, bad_calls=(), bad_from_call=None, value=float("nan")) -> None:
+        super().__init__()
+        self.bad_calls, self.bad_from_call, self.value, self.calls = set(bad_calls), bad_from_call, value, 0
+
+    def forward(self, model, x, step, noise=None):
+        loss, metrics = super().forward(model, x, step, noise)
+        call, self.calls = self.calls, self.calls + 1
+        if call in self.bad_calls or (self.bad_from_call is not None and call >= self.bad_from_call):
+            loss = loss * self.value
+        return loss, metrics
+
+
+def _setup():
+    torch.manual_seed(0)
+    model = vaezoo.create("vae-mnist", latent_dim=4, hidden_channels=4, hidden_units=16)
+    data = BundledMNIST(batch_size=50)
+    return model, data
+
+
+def _trainer(**kw):
+    defaults = dict(lr=1e-3, progress=False, log_every=1, checkpoint_every=2, keep_last=10, eval_k=0, tensorboard=False)
+    return Trainer(**{**defaults, **kw})
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_bad_steps_are_skipped_and_counted(tmp_path):
+    model, data = _setup()
+    summary = _trainer(max_steps=6).fit(model, FaultyELBO(bad_calls={2, 3}, value=float("inf")), data, tmp_path)
+    assert summary["skipped_steps"] == 2 and summary["rollbacks"] == 0
+    records = [r for r in _records(tmp_path) if "loss" in r]
+    assert [r["skipped_steps"] for r in records] == [0, 0, 1, 2, 2, 2]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_repeated_bad_steps_roll_back_with_lower_lr_then_recover(tmp_path):
+    model, data = _setup()
+    objective = FaultyELBO(bad_calls={5, 6, 7})  # steps 5-7 fail once; after the rollback they pass
+    summary = _trainer(max_steps=8, max_consecutive_bad_steps=3).fit(model, objective, data, tmp_path)
+    assert summary == {"step": 8, "skipped_steps": 3, "rollbacks": 1}
+    events = [r for r in _records(tmp_path) if r.get("event") == "rollback"]
+    assert events == [{"step": 7, "event": "rollback", "to_step": 4, "lr_scale": 0.5}]
+    last = [r for r in _records(tmp_path) if "loss" in r][-1]
+    assert math.isclose(last["lr"], 0.5 * _trainer(max_steps=8).lr_at(7))
+
+
+def test_persistent_divergence_stops_with_a_clear_message(tmp_path):
+    model, data = _setup()
+    trainer = _trainer(max_steps=50, max_consecutive_bad_steps=3, max_rollbacks=2)
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps with a non-finite loss.*after 2 rollbacks"):
+        trainer.fit(model, FaultyELBO(bad_from_call=5), data, tmp_path)
+    events = [r for r in _records(tmp_path) if r.get("event") == "rollback"]
+    assert [e["lr_scale"] for e in events] == [0.5, 0.25]
+
+
+def test_gradient_accumulation_takes_one_step_per_k_batches(tmp_path):
+    model, data = _setup()
+    objective = FaultyELBO()
+    trainer = _trainer(max_steps=4, accumulate_grad_batches=3)
+    trainer.fit(model, objective, data, tmp_path)
+    assert objective.calls == 12
+    first_state = next(iter(trainer.optimizer.state.values()))
+    assert int(first_state["step"]) == 4
+
+
+def test_ema_weights_are_published(tmp_path):
+    model, data = _setup()
+    trainer = _trainer(max_steps=5, ema_decay=0.5, lr=1e-2)
+    trainer.fit(model, FaultyELBO(), data, tmp_path)
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(torch.equal(final[k], v) for k, v in trainer.ema.state_dict().items())
+    ckpt_ema = torch.load(sorted((tmp_path / "checkpoints").iterdir())[-1], weights_only=True)["ema"]
+    assert set(ckpt_ema) == set(trainer.ema.shadow)
+
+
+@pytest.mark.parametrize("schedule", ["cosine_step", "cosine_epoch"])
+def test_lr_schedule_warms_up_then_ends_at_lr_min(schedule):
+    trainer = Trainer(max_steps=100, lr=1.0, lr_min=0.01, warmup_steps=10, lr_schedule=schedule)
+    trainer.steps_per_epoch = 10
+    assert trainer.lr_at(0) == 0.0 and math.isclose(trainer.lr_at(5), 0.5)
+    assert math.isclose(trainer.lr_at(10), 1.0)
+    values = [trainer.lr_at(s) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # never turns back up
+    assert math.isclose(trainer.lr_at(99), 0.01, abs_tol=1e-9)
+    if schedule == "cosine_epoch":
+        assert len({trainer.lr_at(s) for s in range(20, 30)}) == 1  # constant within an epoch
