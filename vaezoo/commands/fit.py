@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
 def run(cfg) -> int:
     from rich.console import Console
 
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)
     check_registered(cfg, ("model", "objective", "data"))
     run_dir = Path(cfg.run_dir or Path("runs") / _recipe_name(cfg))
     if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):

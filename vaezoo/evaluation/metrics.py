@@ -64,14 +64,16 @@ def evaluate(
     cpu_rng = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
+        # two passes with their own seeds, so that the ELBO does not depend on k
         elbo_sum, iw_sum, count = 0.0, 0.0, 0
         for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            x = x.to(device)
-            out = model(x)
+            out = model(x.to(device))
             elbo_sum += float((-out.nelbo).double().sum())
-            if k > 0:
-                iw_sum += float(iw_log_likelihood(model, x, k, max_batch).double().sum())
             count += x.shape[0]
+        if k > 0:
+            torch.manual_seed(seed + 1)
+            for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                iw_sum += float(iw_log_likelihood(model, x.to(device), k, max_batch).double().sum())
     finally:
         torch.set_rng_state(cpu_rng)
         model.train(was_training)
@@ -87,18 +89,25 @@ def evaluate(
 
 
 def iw_log_likelihood(model: GenerativeModel, x: torch.Tensor, k: int, max_batch: int = 2000) -> torch.Tensor:
-    """log p(x) estimated as logsumexp_k(log w_k) - log k, per example, in fp32/fp64-safe maths."""
+    """log p(x) estimated as ``logsumexp_k(log w_k) - log k`` per example (in float32).
+
+    The noise of importance sample j is drawn in order, one standard-normal tensor per latent group,
+    so the estimate does not depend on how the k samples are chunked into batched forward passes:
+    chunks of ``max_batch // B`` samples give the same numbers as k sequential passes.
+    """
     b = x.shape[0]
     per_chunk = max(1, max_batch // b)
+    shapes = model.latent_shapes(b)
     log_w = []
     done = 0
     while done < k:
         n = min(per_chunk, k - done)
-        out = model(x.repeat(n, 1, 1, 1))
+        draws = [[torch.randn(shape, device=x.device) for shape in shapes] for _ in range(n)]
+        noise = [torch.cat([draw[g] for draw in draws]) for g in range(len(shapes))]
+        out = model(x.repeat(n, *([1] * (x.ndim - 1))), noise=noise)
         log_w.append(out.log_iw.float().view(n, b))
         done += n
-    log_w = torch.cat(log_w, 0)
-    return torch.logsumexp(log_w, dim=0) - math.log(k)
+    return torch.logsumexp(torch.cat(log_w, 0), dim=0) - math.log(k)
 
 
 @torch.no_grad()
