@@ -41,6 +41,21 @@ def resolve_class_paths(spec: Any, registry: Registry, where: str = "model") -> 
     return spec
 
 
+def restrict_value_imports(registry: Registry) -> None:
+    """Let jsonargparse import only registered component classes when it reads a class_path value
+    (recipes, CLI overrides, config.json): anything else is refused before it is imported."""
+    from jsonargparse import set_parsing_settings
+
+    allowed = set()
+    for kind in registry.kinds():
+        for entry in registry.entries(kind):
+            if entry.class_path:
+                parts = entry.target.__module__.split(".")
+                for depth in range(1, len(parts) + 1):  # the defining module and re-exporting parents
+                    allowed.add(".".join(parts[:depth] + [entry.target.__qualname__]))
+    set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=sorted(allowed))
+
+
 def short_spec(spec: Any, registry: Registry) -> Any:
     """Replace full class paths by registry names (for human-readable saved configs)."""
     if isinstance(spec, dict):
@@ -80,6 +95,7 @@ def build(spec: dict, *, kind: str = "model", registry: Registry | None = None) 
     from .plugins import get_registry
 
     registry = registry or get_registry()
+    restrict_value_imports(registry)
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise ConfigError(f"{kind} spec must be a mapping with a class_path, got {type(spec).__name__}")
     resolved = resolve_class_paths(copy.deepcopy(spec), registry, kind)

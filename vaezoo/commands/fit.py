@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile
 
-from ..config import namespace_to_dict, one_line, short_spec
+from ..config import namespace_to_dict, one_line, restrict_value_imports, short_spec
 from ..errors import ConfigError, VaezooError
 from ..interfaces import DataModule, GenerativeModel, Objective
 from ..plugins import get_registry
@@ -29,7 +29,7 @@ _parser = None
 
 def add_arguments(parser) -> None:
     global _parser
-    get_registry()  # import every plugin so that short class names resolve
+    restrict_value_imports(get_registry())  # imports every plugin, so that short class names resolve
     parser.add_argument("--config", action=ActionConfigFile, help="recipe or overlay (repeatable, left to right)")
     parser.add_argument("--model", type=GenerativeModel, required=True, help="the model spec")
     parser.add_argument("--objective", type=Objective, required=True, help="the training objective spec")
