@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from vaezoo import hookimpl
-from vaezoo.data import BundledMNIST
 
 from .components import BernoulliLikelihood, GaussianPosterior, StandardNormalPrior
 from .conv_vae import ConvVAE
@@ -20,7 +19,6 @@ def register_components(register):
     register("likelihood", BernoulliLikelihood)
     register("objective", ELBO)
     register("objective", IWAE)
-    register("dataset", BundledMNIST)
 
 
 def _conv_vae_spec(**init_args):
