@@ -42,41 +42,53 @@ def add_arguments(parser) -> None:
 
 
 def run(cfg) -> int:
+    import torch
     from rich.console import Console
 
-    console = Console(soft_wrap=True)
+    from ..training.distributed import init_from_environment, shutdown
+
     check_registered(cfg, ("model", "objective", "data"))
     run_dir = Path(cfg.run_dir or Path("runs") / _recipe_name(cfg))
     if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):
         raise VaezooError(f"run directory {run_dir} already has checkpoints; pass --resume true or another --run_dir")
-    import torch
-
-    torch.manual_seed(cfg.seed)  # weight initialisation is part of the run's seeded randomness
+    trainer_args = namespace_to_dict(cfg.trainer)
+    ctx, device = init_from_environment(trainer_args.get("device", "auto"))
     try:
-        init = _parser.instantiate(cfg)
-    except VaezooError:
-        raise
-    except Exception as exc:
-        raise ConfigError(one_line(exc)) from exc
-    model, objective, data = init.model, init.objective, init.data
-    model.config = short_spec(namespace_to_dict(cfg.model), get_registry())
-    trainer = Trainer(**namespace_to_dict(cfg.trainer))
+        torch.manual_seed(cfg.seed)  # weight initialisation is part of the run's seeded randomness
+        try:
+            init = _parser.instantiate(cfg)
+        except VaezooError:
+            raise
+        except Exception as exc:
+            raise ConfigError(one_line(exc)) from exc
+        model, objective, data = init.model, init.objective, init.data
+        model.config = short_spec(namespace_to_dict(cfg.model), get_registry())
+        trainer = Trainer(**{**trainer_args, "device": str(device)})
+        trainer.ctx = ctx
+        console = Console(soft_wrap=True, quiet=not ctx.is_main)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    recipe_text = _parser.dump(cfg)
-    _write_text(run_dir / "config.yaml", recipe_text)
-    n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"[bold]vaezoo fit[/]: {type(model).__name__} ({n_params:,} parameters) on {data.describe()} -> {run_dir}")
-
-    started = time.perf_counter()
-    summary = trainer.fit(model, objective, data, run_dir, seed=cfg.seed, resume=cfg.resume, recipe=namespace_to_dict(cfg), console=console)
-    minutes = (time.perf_counter() - started) / 60
-    result = trainer.test(model, data, seed=cfg.seed)
-    report = {**summary, "minutes": minutes, "parameters": n_params, **result.as_dict()}
-    _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
-    _save_model(model, run_dir / "model")
-    console.print(f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)")
-    return 0
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_text(run_dir / "config.yaml", _parser.dump(cfg))
+        n_params = sum(p.numel() for p in model.parameters())
+        global_batch = data.batch_size * ctx.world_size * trainer.accumulate
+        console.print(
+            f"[bold]vaezoo fit[/]: {type(model).__name__} ({n_params:,} parameters) on {data.describe()}, "
+            f"global batch {global_batch} ({data.batch_size} x {ctx.world_size} processes x {trainer.accumulate} accumulated) -> {run_dir}"
+        )
+        started = time.perf_counter()
+        summary = trainer.fit(model, objective, data, run_dir, seed=cfg.seed, resume=cfg.resume, recipe=namespace_to_dict(cfg), console=console)
+        minutes = (time.perf_counter() - started) / 60
+        if not ctx.is_main:
+            return 0
+        result = trainer.test(model, data, seed=cfg.seed)
+        report = {**summary, "minutes": minutes, "parameters": n_params, "global_batch": global_batch, **result.as_dict()}
+        _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
+        _save_model(model, run_dir / "model")
+        console.print(f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)")
+        return 0
+    finally:
+        shutdown()
 
 
 def _recipe_name(cfg) -> str:

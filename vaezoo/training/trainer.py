@@ -28,6 +28,7 @@ from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
 from ..interfaces import DataModule, GenerativeModel, Objective
 from .checkpoint import atomic_torch_save, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints
+from .distributed import DistributedContext, ModelView, all_gather_tensors, barrier, synchronise_batch_norm
 from .ema import ExponentialMovingAverage
 
 
@@ -42,13 +43,22 @@ class _Rollback(Exception):
 
 
 class _EpochBatchSampler:
-    """Batches of a seeded per-epoch permutation (drop_last), from a given micro-batch index on."""
+    """Batches of a seeded per-epoch permutation (drop_last), from a given micro-batch index on.
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int, start: int, stop: int) -> None:
+    With several ranks, micro-batch i is the global batch ``perm[i*G:(i+1)*G]`` (G = batch size x
+    world size) and rank r takes its r-th slice, so the global batches are those of a single process
+    with batch size G (this replaces DistributedSampler, whose shards would not line up that way).
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.batch_size, self.seed, self.start, self.stop = num_examples, batch_size, seed, start, stop
-        self.batches_per_epoch = num_examples // batch_size
+        self.rank, self.world_size = rank, world_size
+        global_batch = batch_size * world_size
+        self.batches_per_epoch = num_examples // global_batch
         if self.batches_per_epoch == 0:
-            raise VaezooError(f"data.batch_size {batch_size} is larger than the training set ({num_examples} examples)")
+            raise VaezooError(
+                f"the global batch (data.batch_size {batch_size} x {world_size} processes) is larger than the training set ({num_examples} examples)"
+            )
 
     def permutation(self, epoch: int) -> Tensor:
         return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
@@ -61,7 +71,8 @@ class _EpochBatchSampler:
             for i in range(offset, self.batches_per_epoch):
                 if index >= self.stop:
                     return
-                yield perm[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+                first = (i * self.world_size + self.rank) * self.batch_size
+                yield perm[first : first + self.batch_size].tolist()
                 index += 1
 
     def __len__(self) -> int:
@@ -105,7 +116,8 @@ class Trainer:
         num_workers: int = 0,
         tensorboard: bool = True,
         progress: bool = True,
-        device: str = "cpu",
+        device: str = "auto",
+        find_unused_parameters: bool = False,
     ) -> None:
         if max_steps < 1:
             raise VaezooError(f"trainer.max_steps must be positive, got {max_steps}")
@@ -129,7 +141,9 @@ class Trainer:
         self.num_workers = num_workers
         self.tensorboard = tensorboard
         self.progress = progress
-        self.device = torch.device(device)
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+        self.find_unused_parameters = find_unused_parameters
+        self.ctx = DistributedContext()  # set by the caller for multi-process training
         self.steps_per_epoch = 1  # set by fit() from the data
 
     # -- schedules -----------------------------------------------------------------------------
@@ -167,7 +181,9 @@ class Trainer:
         console: Any = None,
     ) -> dict:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ctx = self.ctx
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = run_dir / "checkpoints"
         if tuple(data.image_shape) != tuple(model.image_shape):
             raise VaezooError(
@@ -177,15 +193,25 @@ class Trainer:
         objective.to(self.device)
         objective.set_total_steps(self.max_steps)
         train_set = data.train_dataset()
-        self.steps_per_epoch = max(1, len(train_set) // (data.batch_size * self.accumulate))
+        self.global_batch = data.batch_size * ctx.world_size * self.accumulate
+        self.steps_per_epoch = max(1, len(train_set) // self.global_batch)
+        self.view: Any = model
+        if ctx.enabled:
+            synchronise_batch_norm(model)  # BN statistics of the global batch, as in NVAE's training
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.find_unused_parameters,
+            )  # fmt: skip
+            self.view = ModelView(ddp)
+            self._ddp = ddp
         self.optimizer = torch.optim.Adamax(
             model.parameters(), lr=self.lr, betas=self.betas, eps=self.adamax_eps, weight_decay=self.weight_decay
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = ExponentialMovingAverage(model, self.ema_decay) if self.ema_decay else None
-        self.data_generator = torch.Generator().manual_seed(seed + 1)
+        self.data_generator = torch.Generator().manual_seed(seed + 1 + 7919 * ctx.rank)
         self.state = {"step": 0, "skipped_steps": 0, "rollbacks": 0, "lr_scale": 1.0}
-        self.model, self.objective = model, objective
+        self.model, self.objective, self.seed = model, objective, seed
 
         if resume:
             found = list_checkpoints(self.ckpt_dir)
@@ -193,11 +219,12 @@ class Trainer:
                 raise VaezooError(f"--resume: no checkpoint in {self.ckpt_dir}")
             self._restore(found[-1][1])
         else:
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + 7919 * ctx.rank)  # each rank draws its own latent noise
 
-        writer = _tensorboard_writer(run_dir / "tensorboard") if self.tensorboard else None
-        progress = _progress(self.progress, console)
-        with progress as bar, (run_dir / "metrics.jsonl").open("a") as metrics_file:
+        writer = _tensorboard_writer(run_dir / "tensorboard") if self.tensorboard and ctx.is_main else None
+        progress = _progress(self.progress and ctx.is_main, console)
+        metrics_file = (run_dir / "metrics.jsonl").open("a") if ctx.is_main else _NullFile()
+        with progress as bar, metrics_file:
             task = bar.add_task("fit", total=self.max_steps, completed=self.state["step"], loss=float("nan"), kl=float("nan"), rate=0.0)
             while self.state["step"] < self.max_steps:
                 try:
@@ -210,14 +237,17 @@ class Trainer:
             self._save()
         if self.ema is not None:
             self.ema.copy_to(model)  # evaluate and publish the averaged weights
-        self.save_samples(model, run_dir / "samples.png", seed)
-        self.save_reconstructions(model, data, run_dir / "reconstructions.png")
+        if ctx.is_main:
+            self.save_samples(model, run_dir / "samples.png", seed)
+            self.save_reconstructions(model, data, run_dir / "reconstructions.png")
         return {"step": self.state["step"], "skipped_steps": self.state["skipped_steps"], "rollbacks": self.state["rollbacks"]}
 
     def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
-        model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
+        model, objective, optimizer, scaler, ctx = self.model, self.objective, self.optimizer, self.scaler, self.ctx
         state = self.state
-        sampler = _EpochBatchSampler(len(train_set), data.batch_size, seed, state["step"] * self.accumulate, self.max_steps * self.accumulate)
+        sampler = _EpochBatchSampler(
+            len(train_set), data.batch_size, seed, state["step"] * self.accumulate, self.max_steps * self.accumulate, ctx.rank, ctx.world_size
+        )
         # the loader draws worker seeds from its own generator, never from the global RNG stream
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed + 2))
         batches = iter(loader)
@@ -231,17 +261,24 @@ class Trainer:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
-            for _ in range(self.accumulate):
+            for micro in range(self.accumulate):
                 x, *_ = next(batches)
                 x = data.train_transform(x, self.data_generator).to(self.device, non_blocking=True)
-                with self._autocast():
-                    loss, metrics = objective(model, x, step)
-                scaler.scale(loss / self.accumulate).backward()
+                # gradients are all-reduced once, on the last micro-batch of the step
+                sync = self._ddp.no_sync() if ctx.enabled and micro < self.accumulate - 1 else nullcontext()
+                with sync:
+                    with self._autocast():
+                        loss, metrics = objective(self.view, x, step)
+                    scaler.scale(loss / self.accumulate).backward()
                 loss_sum = loss_sum + loss.detach()
                 window_images += x.shape[0]
             loss = loss_sum / self.accumulate
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
+            if ctx.enabled:  # every rank takes the same decision, on the mean loss
+                loss = loss.detach().clone()
+                torch.distributed.all_reduce(loss)
+                loss = loss / ctx.world_size
             if bool(torch.isfinite(loss + grad_norm)):  # one host sync per step
                 scaler.step(optimizer)
                 if self.ema is not None:
@@ -255,9 +292,10 @@ class Trainer:
             scaler.update()
             state["step"] = step + 1
 
-            if state["step"] % self.log_every == 0 or state["step"] == self.max_steps:
+            if ctx.is_main and (state["step"] % self.log_every == 0 or state["step"] == self.max_steps):
                 elapsed = time.perf_counter() - window_start
-                record = _record(metrics, loss, grad_norm, lr, state, window_images / max(elapsed, 1e-9))
+                record = _record(metrics, loss, grad_norm, lr, state, ctx.world_size * window_images / max(elapsed, 1e-9))
+                record["global_batch"] = self.global_batch
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 if writer is not None:
@@ -268,14 +306,15 @@ class Trainer:
                 bar.update(task, loss=record["loss"], kl=record.get("kl", float("nan")), rate=steps_per_s)
                 window_start, window_images = time.perf_counter(), 0
             bar.update(task, completed=state["step"])
-            if self.sample_every and state["step"] % self.sample_every == 0:
+            if ctx.is_main and self.sample_every and state["step"] % self.sample_every == 0:
                 self.save_samples(model, run_dir / f"samples_step_{state['step']:08d}.png", seed)
                 self.save_reconstructions(model, data, run_dir / f"reconstructions_step_{state['step']:08d}.png")
             # a checkpoint is a rollback target: never take one in the middle of a run of bad steps
             if self.checkpoint_every and state["step"] % self.checkpoint_every == 0 and consecutive_bad == 0:
-                units = active_units(model, data.test_dataset())
-                if units is not None:
-                    metrics_file.write(json.dumps({"step": state["step"], "active_units": units}) + "\n")
+                if ctx.is_main:
+                    units = active_units(model, data.test_dataset())
+                    if units is not None:
+                        metrics_file.write(json.dumps({"step": state["step"], "active_units": units}) + "\n")
                 self._save()
 
     def _rollback_or_stop(self, step: int, consecutive_bad: int, metrics_file) -> None:
@@ -295,13 +334,19 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save(self) -> None:
+        """Rank 0 writes; every rank contributes its RNG states (a collective call on all ranks)."""
+        torch_states = all_gather_tensors(torch.get_rng_state(), self.ctx)
+        data_states = all_gather_tensors(self.data_generator.get_state(), self.ctx)
+        if not self.ctx.is_main:
+            barrier(self.ctx)
+            return
         payload = {
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else {},
-            "rng": {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()},
+            "rng": {"torch": torch_states, "data": data_states, "world_size": self.ctx.world_size},
             "step": self.state["step"],
             "skipped_steps": self.state["skipped_steps"],
             "rollbacks": self.state["rollbacks"],
@@ -310,6 +355,7 @@ class Trainer:
         }
         atomic_torch_save(payload, checkpoint_path(self.ckpt_dir, self.state["step"]))
         prune_checkpoints(self.ckpt_dir, self.keep_last)
+        barrier(self.ctx)
 
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -319,8 +365,13 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        self.data_generator.set_state(ckpt["rng"]["data"])
+        rng, rank = ckpt["rng"], self.ctx.rank
+        if len(rng["torch"]) == self.ctx.world_size:
+            torch.set_rng_state(rng["torch"][rank])
+            self.data_generator.set_state(rng["data"][rank])
+        else:  # resumed with another number of processes: fresh, distinct streams per rank
+            torch.manual_seed(self.seed + 7919 * rank + 104729 * int(ckpt["step"]))
+            self.data_generator.manual_seed(self.seed + 1 + 7919 * rank + 104729 * int(ckpt["step"]))
         self.state.update(
             step=int(ckpt["step"]),
             skipped_steps=int(ckpt["skipped_steps"]),
@@ -354,6 +405,22 @@ class Trainer:
 
     def test(self, model: GenerativeModel, data: DataModule, seed: int = 0):
         return evaluate(model, data.test_dataset(), k=self.eval_k, batch_size=self.eval_batch_size, seed=seed)
+
+
+class _NullFile:
+    """Stands in for metrics.jsonl on ranks other than 0."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def _save_grid(images: Tensor, path: Path, nrow: int) -> None:
