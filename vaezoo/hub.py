@@ -19,12 +19,14 @@ HF_HUB_DISABLE_XET, HF_TOKEN_PATH, ...) once, when it is imported. Every functio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import uuid
@@ -62,6 +64,10 @@ class HubError(VaezooError):
 _env_lock = threading.Lock()
 _synced_env: tuple | None = None
 _TOKEN_VARS = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}  # read by huggingface_hub at call time already
+_CONSTANT_COPIES = {
+    "huggingface_hub.utils.tqdm": ("HF_HUB_DISABLE_PROGRESS_BARS",),
+    "huggingface_hub.utils._cache_manager": ("HF_HUB_CACHE",),
+}
 
 
 def _hf_environment() -> tuple:
@@ -88,15 +94,11 @@ def sync_hf_environment() -> None:
     with _env_lock:
         if current != _synced_env:
             importlib.reload(constants)
+            for module_name, names in _CONSTANT_COPIES.items():  # modules that copied a constant at import
+                module = sys.modules.get(module_name)
+                for name in names if module is not None else ():
+                    setattr(module, name, getattr(constants, name))
             _synced_env = current
-
-
-def _hub_settings() -> tuple[str, str, bool]:
-    """(endpoint, cache dir, offline) as huggingface_hub sees them now."""
-    sync_hf_environment()
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT, constants.HF_HUB_CACHE, constants.is_offline_mode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +119,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **card_
     target = Path(save_directory).expanduser().absolute()
     _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()  # not mkdtemp: the folder gets mkdir's mode under the user's umask
     try:
         weights = tmp / WEIGHTS_NAME
         save_model(model, str(weights), metadata={"format": "pt"})
@@ -131,6 +134,7 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **card_
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         model_card(config).save(tmp / CARD_NAME)
+        shutil.copymode(tmp / CONFIG_NAME, weights)  # safetensors writes a private file; use open()'s mode
         _replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -387,7 +391,7 @@ def _read_config(folder: Path, where: str) -> dict:
     return config
 
 
-def _load_folder(folder: Path, device: Any, where: str, expected_class: type | None = None) -> nn.Module:
+def _load_folder(folder: Path, device: Any, where: str) -> nn.Module:
     from .config import build
 
     device = _device(device)
@@ -440,7 +444,9 @@ def _load_weights(model: nn.Module, path: Path, device: torch.device, where: str
     except RuntimeError as exc:  # shape mismatches from load_state_dict
         text = str(exc)
         found = re.findall(r"size mismatch for [^\n]*", text)
-        detail = f"{found[0].rstrip('.')}{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}" if found else _first_line(exc)
+        detail = found[0].rstrip(".") if found else _first_line(exc)
+        if len(found) > 1:
+            detail += f" (and {len(found) - 1} more)"
         raise CheckpointError(f"{where}: {WEIGHTS_NAME} does not fit the model: {detail}") from exc
     if missing or unexpected:
         parts = []
@@ -484,9 +490,8 @@ def fetch(repo_id: str, revision: str = DEFAULT_REVISION, *, label: str | None =
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
-    label = label or f"{HF_HUB_PREFIX}{repo_id}@{revision}"
-    endpoint, cache, offline = _hub_settings()
-    with _hub_errors(label, repo_id, revision, endpoint, cache, offline):
+    sync_hf_environment()
+    with _hub_errors(label or f"{HF_HUB_PREFIX}{repo_id}@{revision}", repo_id, revision):
         snapshot = Path(hf_hub_download(repo_id, CONFIG_NAME, revision=revision)).parent
         commit = snapshot.name  # .../snapshots/<commit>/config.json
         hf_hub_download(repo_id, WEIGHTS_NAME, revision=commit)
@@ -498,63 +503,58 @@ def fetch(repo_id: str, revision: str = DEFAULT_REVISION, *, label: str | None =
     return snapshot
 
 
-class _hub_errors:
-    """Turn huggingface_hub and transfer errors into one-line :class:`HubError` messages."""
+@contextlib.contextmanager
+def _hub_errors(where: str, repo_id: str, revision: str | None, *, action: str = "download", token: str | None = None):
+    """Turn huggingface_hub and transfer errors into one-line :class:`HubError` messages (tokens redacted)."""
+    try:
+        yield
+    except VaezooError:
+        raise
+    except Exception as exc:
+        message = _hub_error_message(exc, where, repo_id, revision or DEFAULT_REVISION, action)
+        for secret in (token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")):
+            message = message.replace(secret, "***") if secret else message
+        raise HubError(message) from exc
 
-    def __init__(self, label, repo_id, revision, endpoint, cache, offline, token: str | None = None, action="download"):
-        self.label, self.repo_id, self.revision = label, repo_id, revision
-        self.endpoint, self.cache, self.offline, self.token, self.action = endpoint, cache, offline, token, action
 
-    def __enter__(self):
-        return self
+def _hub_error_message(exc: Exception, where: str, repo: str, revision: str, action: str) -> str:
+    import httpx2
+    from huggingface_hub import constants, errors
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc is None or isinstance(exc, VaezooError) or not isinstance(exc, Exception):
-            return False
-        raise HubError(_redact(self._message(exc), self.token)) from exc
-
-    def _message(self, exc: Exception) -> str:
-        import httpx2
-        from huggingface_hub import errors
-
-        where, repo = self.label, self.repo_id
-        if isinstance(exc, errors.LocalEntryNotFoundError) or isinstance(exc, errors.OfflineModeIsEnabled):
-            if self.offline:
-                return (
-                    f"{where} is not (completely) in the Hugging Face cache {self.cache} and HF_HUB_OFFLINE is set: "
-                    f"run `vaezoo download {where}` with network access first"
-                )
-            return f"{where}: cannot reach the Hub at {self.endpoint} and the files are not in the cache {self.cache}"
-        if isinstance(exc, errors.GatedRepoError):
-            return f"{where}: {repo} is gated on {self.endpoint}: accept its terms and set HF_TOKEN"
-        if isinstance(exc, errors.RepositoryNotFoundError):
-            return f"{where}: repository {repo} not found on {self.endpoint} (or private: set HF_TOKEN)"
-        if isinstance(exc, errors.RevisionNotFoundError):
-            return f"{where}: revision {self.revision!r} not found in {repo}"
-        if isinstance(exc, errors.RemoteEntryNotFoundError):
-            return f"{where}: {repo}@{self.revision} has no {_entry_name(exc)}; it is not a saved vaezoo model"
-        if isinstance(exc, errors.HfHubHTTPError):
-            status = exc.response.status_code if exc.response is not None else "?"
-            if status in (401, 403) and self.action == "push":
-                return (
-                    f"not allowed to push to {repo} on {self.endpoint} (HTTP {status}): set HF_TOKEN or run "
-                    "`hf auth login` with a token that has write access"
-                )
-            return f"{where}: the Hub at {self.endpoint} answered HTTP {status} to the {self.action}: {_first_line(exc)}"
-        if isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException)):
-            return f"{where}: cannot reach the Hub at {self.endpoint} ({_first_line(exc)})"
-        if isinstance(exc, (OSError, httpx2.HTTPError)) and self.action == "download":
-            return f"{where}: the download was interrupted ({_first_line(exc)}); run the same command again to resume"
-        return f"{where}: {self.action} failed: {type(exc).__name__}: {_first_line(exc)}"
+    endpoint, cache = constants.ENDPOINT, constants.HF_HUB_CACHE
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        if constants.is_offline_mode():
+            return (
+                f"{where} is not (completely) in the Hugging Face cache {cache} and HF_HUB_OFFLINE is set: "
+                f"run `vaezoo download {where}` with network access first"
+            )
+        return f"{where}: cannot reach the Hub at {endpoint} and the files are not in the cache {cache}"
+    if isinstance(exc, errors.GatedRepoError):
+        return f"{where}: {repo} is gated on {endpoint}: accept its terms and set HF_TOKEN"
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return f"{where}: repository {repo} not found on {endpoint} (or private: set HF_TOKEN)"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return f"{where}: revision {revision!r} not found in {repo}"
+    if isinstance(exc, errors.RemoteEntryNotFoundError):
+        return f"{where}: {repo}@{revision} has no {_entry_name(exc)}; it is not a saved vaezoo model"
+    if isinstance(exc, errors.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        if status in (401, 403) and action == "push":
+            return (
+                f"not allowed to push to {repo} on {endpoint} (HTTP {status}): set HF_TOKEN or run "
+                "`hf auth login` with a token that has write access"
+            )
+        return f"{where}: the Hub at {endpoint} answered HTTP {status} to the {action}: {_first_line(exc)}"
+    if isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException)):
+        return f"{where}: cannot reach the Hub at {endpoint} ({_first_line(exc)})"
+    if isinstance(exc, (OSError, httpx2.HTTPError)) and action == "download":
+        return f"{where}: the download was interrupted ({_first_line(exc)}); run the same command again to resume"
+    return f"{where}: {action} failed: {type(exc).__name__}: {_first_line(exc)}"
 
 
 def _entry_name(exc: Exception) -> str:
     url = str(getattr(getattr(exc, "response", None), "url", "") or "")
     return url.rsplit("/", 1)[-1] or "required file"
-
-
-def _redact(message: str, token: str | None) -> str:
-    return message.replace(token, "***") if token else message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,7 +578,7 @@ def push_to_hub(
     metrics, ...) is added to the folder's metadata. The uploaded README.md is rendered from config.json.
     A folder is loaded strictly before anything is uploaded, so a broken model is never pushed.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi, constants
 
     _check_repo_id(repo_id, "push")
     if revision is not None and not revision.strip():
@@ -600,14 +600,13 @@ def push_to_hub(
         ]
         title = config["metadata"].get("preset") or config["model"]["class_path"]
         message = commit_message or f"Upload {title} (vaezoo {__version__})"
-        endpoint, cache, offline = _hub_settings()
+        sync_hf_environment()
         label = f"{HF_HUB_PREFIX}{repo_id}@{revision or DEFAULT_REVISION}"
-        with _hub_errors(label, repo_id, revision, endpoint, cache, offline, token=token, action="push"):
-            if offline:
-                raise HubError(f"{label}: HF_HUB_OFFLINE is set; pushing needs network access to {endpoint}")
+        if constants.is_offline_mode():
+            raise HubError(f"{label}: HF_HUB_OFFLINE is set; pushing needs network access to {constants.ENDPOINT}")
+        with _hub_errors(label, repo_id, revision, action="push", token=token):
             api = HfApi(token=token)
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision and revision != DEFAULT_REVISION:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
             return api.create_commit(repo_id, operations, commit_message=message, revision=revision)
-

@@ -28,13 +28,24 @@ channel counts and strides it needs:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..interfaces import Cell, Example, Flow, GenerativeModel, LatentDistribution, Likelihood, ModelOutput, Posterior, Prior
+from ..interfaces import (
+    Cell,
+    Example,
+    Flow,
+    GenerativeModel,
+    LatentDistribution,
+    Likelihood,
+    ModelOutput,
+    Posterior,
+    Prior,
+)
 
 CellFactory = Callable[[int, int, int], Cell]
 CombinerFactory = Callable[[int, int, int, int], Cell]
@@ -43,7 +54,9 @@ PriorFactory = Callable[[int, int], Prior]
 FlowFactory = Callable[[int, int], Flow]
 
 
-def expand_groups_per_scale(num_scales: int, groups: int | list[int], adaptive: bool = False, min_groups: int = 1) -> list[int]:
+def expand_groups_per_scale(
+    num_scales: int, groups: int | list[int], adaptive: bool = False, min_groups: int = 1
+) -> list[int]:
     """Groups per latent scale, highest resolution first.
 
     An int ``n`` gives ``n`` groups at every scale, or with ``adaptive`` ``n`` at the highest resolution and then
@@ -114,8 +127,12 @@ class HierarchicalVAE(GenerativeModel):
         data_channels, height, width = self.image_shape
         reduction = 2 ** (preprocess_blocks + num_latent_scales - 1)
         if height % reduction or width % reduction:
-            raise ValueError(f"image size {height}x{width} must be divisible by {reduction} (2^(preprocess_blocks + scales - 1))")
-        self.groups_per_scale = expand_groups_per_scale(num_latent_scales, groups_per_scale, adaptive_groups, min_groups_per_scale)
+            raise ValueError(
+                f"image size {height}x{width} must be divisible by {reduction} (2^(preprocess_blocks + scales - 1))"
+            )
+        self.groups_per_scale = expand_groups_per_scale(
+            num_latent_scales, groups_per_scale, adaptive_groups, min_groups_per_scale
+        )
         self.num_latent_scales = num_latent_scales
         self.latent_channels = latent_channels
         self.num_flows = num_flows
@@ -219,7 +236,7 @@ class HierarchicalVAE(GenerativeModel):
         for cell in self.preprocess:
             s = cell(s)
         features = []
-        for role, module in zip(self.encoder_roles, self.encoder_tower):
+        for role, module in zip(self.encoder_roles, self.encoder_tower, strict=True):
             if role == "combiner":
                 features.append(s)
             else:
@@ -228,7 +245,7 @@ class HierarchicalVAE(GenerativeModel):
         return self.encoder_head(s), features
 
     def _encoder_combiners(self) -> list[nn.Module]:
-        combiners = [m for role, m in zip(self.encoder_roles, self.encoder_tower) if role == "combiner"]
+        combiners = [m for role, m in zip(self.encoder_roles, self.encoder_tower, strict=True) if role == "combiner"]
         combiners.reverse()
         return combiners
 
@@ -245,7 +262,7 @@ class HierarchicalVAE(GenerativeModel):
         drawn: list[Tensor] = []
         kl, kl_diag, log_q, log_p = [], [], None, None
         group = 0
-        for role, module in zip(self.decoder_roles, self.decoder_tower):
+        for role, module in zip(self.decoder_roles, self.decoder_tower, strict=True):
             if role == "cell":
                 state = module(state)
                 continue
@@ -289,7 +306,9 @@ class HierarchicalVAE(GenerativeModel):
             "priors": priors,
             "flow_outputs": flow_outputs,
         }
-        return ModelOutput(recon=recon, kl=torch.stack(kl), log_q=log_q, log_p=log_p, params=params, noise=drawn, extras=extras)
+        return ModelOutput(
+            recon=recon, kl=torch.stack(kl), log_q=log_q, log_p=log_p, params=params, noise=drawn, extras=extras
+        )
 
     def decode_state(self, state: Tensor) -> Tensor:
         for cell in self.postprocess:
@@ -299,7 +318,7 @@ class HierarchicalVAE(GenerativeModel):
     def sample_params(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
         state = self.decoder_input.unsqueeze(0).expand(n, -1, -1, -1)
         group = 0
-        for role, module in zip(self.decoder_roles, self.decoder_tower):
+        for role, module in zip(self.decoder_roles, self.decoder_tower, strict=True):
             if role == "cell":
                 state = module(state)
                 continue
