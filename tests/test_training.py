@@ -106,3 +106,30 @@ def test_lr_schedule_warms_up_then_ends_at_lr_min(schedule):
     assert math.isclose(trainer.lr_at(99), 0.01, abs_tol=1e-9)
     if schedule == "cosine_epoch":
         assert len({trainer.lr_at(s) for s in range(20, 30)}) == 1  # constant within an epoch
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    from vaezoo.training import checkpoint as ckpt_module
+    from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
+    from vaezoo.training.trainer import CheckpointWriteFailed
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def flaky_save(obj, handle, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # the second and later checkpoint writes hit a full disk, half-way
+            handle.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_module.torch, "save", flaky_save)
+    model, data = _setup()
+    with pytest.raises(CheckpointWriteFailed, match="No space left on device; last complete checkpoint: step 2"):
+        _trainer(max_steps=5).fit(model, FaultyELBO(), data, tmp_path)
+    monkeypatch.setattr(ckpt_module.torch, "save", real_save)
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [2]
+    assert load_checkpoint(tmp_path / "checkpoints" / "step_00000002.pt")["step"] == 2
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files left
+    failures = [r for r in _records(tmp_path) if r.get("event") == "checkpoint_failed"]
+    assert [f["step"] for f in failures] == [4, 5]

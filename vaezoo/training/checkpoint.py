@@ -61,6 +61,17 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete the temporary files of checkpoint writes that a crash interrupted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    stale = [p for p in directory.iterdir() if p.name.startswith(".step_") and p.name.endswith(".tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def prune_checkpoints(directory: Path, keep_last: int) -> None:
     for _, path in list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []:
         path.unlink(missing_ok=True)

@@ -27,13 +27,26 @@ from ..errors import VaezooError
 from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
 from ..interfaces import DataModule, GenerativeModel, Objective
-from .checkpoint import atomic_torch_save, checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints
+from .checkpoint import (
+    atomic_torch_save,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    remove_stale_temporaries,
+)
 from .distributed import DistributedContext, ModelView, all_gather_tensors, barrier, synchronise_batch_norm
 from .ema import ExponentialMovingAverage
 
 
 class TrainingDiverged(VaezooError):
     """Too many consecutive non-finite steps, rollbacks exhausted."""
+
+    exit_code = 1
+
+
+class CheckpointWriteFailed(VaezooError):
+    """The final checkpoint could not be written (the previous ones are intact)."""
 
     exit_code = 1
 
@@ -182,9 +195,10 @@ class Trainer:
     ) -> dict:
         run_dir = Path(run_dir)
         ctx = self.ctx
+        self.ckpt_dir = run_dir / "checkpoints"
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir = run_dir / "checkpoints"
+            remove_stale_temporaries(self.ckpt_dir)  # left by a crash during a checkpoint write
         if tuple(data.image_shape) != tuple(model.image_shape):
             raise VaezooError(
                 f"model.image_shape {list(model.image_shape)} does not fit the data {list(data.image_shape)} of {type(data).__name__}"
@@ -224,6 +238,7 @@ class Trainer:
         writer = _tensorboard_writer(run_dir / "tensorboard") if self.tensorboard and ctx.is_main else None
         progress = _progress(self.progress and ctx.is_main, console)
         metrics_file = (run_dir / "metrics.jsonl").open("a") if ctx.is_main else _NullFile()
+        self._metrics_file, self._console = metrics_file, console
         with progress as bar, metrics_file:
             task = bar.add_task("fit", total=self.max_steps, completed=self.state["step"], loss=float("nan"), kl=float("nan"), rate=0.0)
             while self.state["step"] < self.max_steps:
@@ -231,10 +246,10 @@ class Trainer:
                     self._run(data, train_set, seed, run_dir, metrics_file, writer, bar, task)
                 except _Rollback:
                     continue
+            if not list_checkpoints(self.ckpt_dir) or list_checkpoints(self.ckpt_dir)[-1][0] != self.state["step"]:
+                self._save(final=True)
         if writer is not None:
             writer.close()
-        if not list_checkpoints(self.ckpt_dir) or list_checkpoints(self.ckpt_dir)[-1][0] != self.state["step"]:
-            self._save()
         if self.ema is not None:
             self.ema.copy_to(model)  # evaluate and publish the averaged weights
         if ctx.is_main:
@@ -333,7 +348,7 @@ class Trainer:
         raise _Rollback()
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _save(self) -> None:
+    def _save(self, final: bool = False) -> None:
         """Rank 0 writes; every rank contributes its RNG states (a collective call on all ranks)."""
         torch_states = all_gather_tensors(torch.get_rng_state(), self.ctx)
         data_states = all_gather_tensors(self.data_generator.get_state(), self.ctx)
@@ -353,7 +368,22 @@ class Trainer:
             "lr_scale": self.state["lr_scale"],
             "model_config": json.dumps(self.model.config) if self.model.config else "",
         }
-        atomic_torch_save(payload, checkpoint_path(self.ckpt_dir, self.state["step"]))
+        path = checkpoint_path(self.ckpt_dir, self.state["step"])
+        try:
+            atomic_torch_save(payload, path)
+        except OSError as exc:  # e.g. a full disk: the previous checkpoints are untouched
+            barrier(self.ctx)
+            previous = list_checkpoints(self.ckpt_dir)
+            kept = f"step {previous[-1][0]}" if previous else "none"
+            message = f"could not write checkpoint {path.name}: {exc.strerror or exc}; last complete checkpoint: {kept}"
+            event = {"step": self.state["step"], "event": "checkpoint_failed", "error": message}
+            self._metrics_file.write(json.dumps(event) + "\n")
+            self._metrics_file.flush()
+            if self._console is not None:
+                self._console.print(f"[yellow]warning[/]: {message}")
+            if final:
+                raise CheckpointWriteFailed(message) from exc
+            return
         prune_checkpoints(self.ckpt_dir, self.keep_last)
         barrier(self.ctx)
 
