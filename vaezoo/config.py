@@ -145,6 +145,9 @@ def describe_parse_error(message: str, argv: list[str] | None = None) -> str:
         given = _GIVEN.search(message)
         name = given.group(1) if given else (bad_class.group(1) if bad_class else "?")
         kind = next((k for k, cls in INTERFACES.items() if subtype and cls.__name__ == subtype.group(1)), None)
+        if kind is None and "." not in key:
+            section, kind = _parameter_kind(key.split(".")[-1])
+            key = f"{section}.{key}" if section else key
         if kind is None and key.split(".")[0] in ("model", "objective"):
             kind = key.split(".")[0]
         if kind is None and key.split(".")[0] == "data":
@@ -155,6 +158,39 @@ def describe_parse_error(message: str, argv: list[str] | None = None) -> str:
     if expected:
         return f"{key}: expected {expected.group(1)}, got {expected.group(2).strip()!r}"
     return f"{key}: {one_line(Exception(message.split(':', 1)[-1]))}"
+
+
+def _parameter_kind(name: str) -> tuple[str | None, str | None]:
+    """(recipe section, component kind) of a constructor parameter called ``name`` in a registered
+    model, objective or data module, read from its type hint (also inside Optional/Callable/list)."""
+    import inspect
+    import typing
+
+    from .interfaces import INTERFACES
+    from .plugins import get_registry
+
+    def kinds_in(annotation) -> str | None:
+        if isinstance(annotation, type):
+            return next((k for k, cls in INTERFACES.items() if issubclass(annotation, cls)), None)
+        for arg in typing.get_args(annotation):
+            found = kinds_in(arg)
+            if found:
+                return found
+        return None
+
+    sections = {"model": "model", "objective": "objective", "dataset": "data"}
+    registry = get_registry()
+    for kind, section in sections.items():
+        for entry in registry.entries(kind):
+            try:
+                hints = typing.get_type_hints(entry.target.__init__)
+            except Exception:
+                continue
+            if name in inspect.signature(entry.target.__init__).parameters and name in hints:
+                found = kinds_in(hints[name])
+                if found:
+                    return section, found
+    return None, None
 
 
 def _full_key(key: str, argv: list[str]) -> str:

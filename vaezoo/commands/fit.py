@@ -67,6 +67,7 @@ def run(cfg) -> int:
         trainer.ctx = ctx
         console = Console(soft_wrap=True, quiet=not ctx.is_main)
 
+        trainer.check(model, data)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_text(run_dir / "config.yaml", _parser.dump(cfg))

@@ -163,8 +163,12 @@ class FolderImages(ImageDataModule):
             default_fraction=cls.default_test_fraction, split_dir=split_dir, write=write,
         )  # fmt: skip
 
+    def split_settings(self) -> dict:
+        """The keyword arguments of :meth:`split` that this instance was configured with."""
+        return {"test_size": self.test_size, "seed": self.split_seed, "split_dir": self.split_dir}
+
     def _native_datasets(self) -> tuple[Dataset, Dataset]:
-        train, test = self.split(self.image_dir, test_size=self.test_size, seed=self.split_seed, split_dir=self.split_dir, write=True)
+        train, test = self.split(self.image_dir, **self.split_settings(), write=True)
         return ImageFiles(self.image_dir, train, self.pipeline), ImageFiles(self.image_dir, test, self.pipeline)
 
     # -- vaezoo data prepare -------------------------------------------------------------------

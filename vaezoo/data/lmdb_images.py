@@ -7,7 +7,7 @@ encoded image file (PNG, JPEG, ...), told apart by the file signature. ``vaezoo 
 adds ``manifest.json`` (counts and sha256 of every file) and the split lists.
 
 Reading is lazy and fork-safe: a dataset holds only the path, and each process (the trainer, every
-DataLoader worker) opens its own read-only environment on first access.
+DataLoader worker) opens its own read-only environment on first access (see :func:`environment`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import lmdb
 from torch import Tensor
@@ -35,20 +35,46 @@ def has_lmdb_pair(root: Path) -> bool:
     return (root / TRAIN_LMDB).exists() and (root / TEST_LMDB).exists()
 
 
-def _open(path: Path) -> lmdb.Environment:
-    # lock=False: readers never write, and a read-only copy of the data (no lock.mdb) stays readable
-    return lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
+# One read-only environment per LMDB file per process, shared by every dataset reading it: py-lmdb refuses
+# to open an environment twice in a process (LMDB's locks belong to the process), and an environment must
+# not be used across fork(). A forked child (a DataLoader worker) closes the copies it inherited, which
+# only unmaps its own view, and opens its own on first use; a spawned worker starts with none.
+_ENVIRONMENTS: dict[tuple, lmdb.Environment] = {}
+
+
+def _close_inherited_environments() -> None:
+    for env in _ENVIRONMENTS.values():
+        try:
+            env.close()
+        except lmdb.Error:
+            pass
+    _ENVIRONMENTS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_environments)
+
+
+def environment(path: Path) -> lmdb.Environment:
+    """The process's read-only environment of the LMDB at ``path`` (a folder or a single file)."""
+    data_file = path / "data.mdb" if path.is_dir() else path
+    try:
+        stat = data_file.stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: not a readable LMDB ({exc.strerror or exc})") from exc
+    key = (str(path.resolve()), stat.st_dev, stat.st_ino)  # a re-created database is a new environment
+    env = _ENVIRONMENTS.get(key)
+    if env is None:
+        try:
+            # lock=False: readers never write, and a read-only copy of the data (no lock.mdb) stays readable
+            env = lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
+        except lmdb.Error as exc:
+            raise ConfigError(f"{path}: not a readable LMDB ({exc})") from exc
+        _ENVIRONMENTS[key] = env
+    return env
 
 
 def count_entries(path: Path) -> int:
-    try:
-        env = _open(path)
-    except lmdb.Error as exc:
-        raise ConfigError(f"{path}: not a readable LMDB ({exc})") from exc
-    try:
-        return env.stat()["entries"]
-    finally:
-        env.close()
+    return environment(path).stat()["entries"]
 
 
 class DecodeLMDBValue:
@@ -64,35 +90,25 @@ class DecodeLMDBValue:
 
 
 class LMDBImages(Dataset):
-    """The images of one LMDB environment, as ``(image, NO_LABEL)``."""
+    """The images of one LMDB environment, as ``(image, NO_LABEL)``. Holds only the path (picklable)."""
 
     def __init__(self, path: str | Path, decode: Callable[[bytes, str], Tensor]) -> None:
         self.path = Path(path)
         self.decode = decode
-        self._length = count_entries(self.path)  # opens and closes: no environment is inherited by forks
-        self._env: lmdb.Environment | None = None
-        self._pid: int | None = None
+        self._length = count_entries(self.path)
 
     def __len__(self) -> int:
         return self._length
-
-    def _environment(self) -> lmdb.Environment:
-        if self._env is None or self._pid != os.getpid():  # first use in this process (e.g. a forked worker)
-            self._env, self._pid = _open(self.path), os.getpid()
-        return self._env
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         if not -self._length <= index < self._length:
             raise IndexError(f"index {index} out of range for {self._length} images in {self.path}")
         index %= self._length
-        with self._environment().begin(write=False) as txn:
+        with environment(self.path).begin(write=False) as txn:
             value = txn.get(str(index).encode())
         if value is None:
             raise ConfigError(f"{self.path} has no image under key {str(index)!r} (keys must be 0..{self._length - 1})")
         return self.decode(value, f"{self.path}[{index}]"), NO_LABEL
-
-    def __getstate__(self) -> dict[str, Any]:  # pickled for spawned workers: never an open environment
-        return {**self.__dict__, "_env": None, "_pid": None}
 
 
 def write_lmdb(path: Path, values: Iterable[bytes], expected_bytes: int = 0, chunk: int = 512) -> int:

@@ -7,6 +7,7 @@ file fails with one line instead of executing code.
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,14 @@ import numpy as np
 
 from ..errors import ConfigError
 
-# numpy 1 pickles name numpy.core, numpy 2 pickles name numpy._core; both resolve to the running numpy
+# numpy 1 pickles name numpy.core, numpy 2 pickles name numpy._core; both resolve to the running numpy.
+# _codecs.encode is how Python 3 writes bytes (the raw array data) into protocol-2 pickles.
 _ALLOWED = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    **{(f"{core}.multiarray", name): ("multiarray", name) for core in ("numpy.core", "numpy._core") for name in ("_reconstruct", "scalar")},
+    **{(f"{core}.numeric", "_frombuffer"): ("numeric", "_frombuffer") for core in ("numpy.core", "numpy._core")},
+    ("_codecs", "encode"): ("_codecs", "encode"),
 }
 
 
@@ -30,15 +31,21 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are expected")
-        return getattr(np, name) if module == "numpy" else _multiarray(name)
+        where, attribute = _ALLOWED[module, name]
+        return getattr(_module(where), attribute)
 
 
-def _multiarray(name: str) -> Any:
-    try:
-        from numpy._core import multiarray  # numpy >= 2
+def _module(where: str) -> Any:
+    if where == "numpy":
+        return np
+    if where == "_codecs":
+        import _codecs
+
+        return _codecs
+    try:  # numpy >= 2
+        return importlib.import_module(f"numpy._core.{where}")
     except ImportError:  # pragma: no cover - numpy 1
-        from numpy.core import multiarray
-    return getattr(multiarray, name)
+        return importlib.import_module(f"numpy.core.{where}")
 
 
 def load_numpy_pickle(path: Path) -> dict[str, Any]:

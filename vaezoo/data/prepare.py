@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field, fields
@@ -90,6 +91,7 @@ def prepare(name: str, source: str | Path, dest: str | Path, options: PrepareOpt
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make DEST private
         splits, files = {}, {}
         for split, (lmdb_name, list_name) in OUTPUTS.items():
             names = plan.names[split]
@@ -122,6 +124,12 @@ def prepare(name: str, source: str | Path, dest: str | Path, options: PrepareOpt
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _counted(values: Iterable[bytes], progress: Callable | None, label: str, total: int) -> Iterator[bytes]:

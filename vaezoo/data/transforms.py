@@ -14,6 +14,7 @@ by 1/65535.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,10 +168,14 @@ class ImagePipeline:
 
 
 def _decode_16bit_png(data: bytes) -> np.ndarray:
+    # torchvision 0.29 (pinned) deprecates its image codecs in favour of torchcodec, which is not a dependency;
+    # it is the one decoder at hand that keeps 16-bit colour PNGs at 16 bits (Pillow truncates them to 8)
     from torchvision.io import ImageReadMode, decode_png
 
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    planes = decode_png(encoded, mode=ImageReadMode.UNCHANGED)  # uint16 [C, H, W]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        planes = decode_png(encoded, mode=ImageReadMode.UNCHANGED)  # uint16 [C, H, W]
     return planes.to(torch.int32).permute(1, 2, 0).numpy().astype(np.float32) / 65535.0
 
 
@@ -192,3 +197,18 @@ def _to_tensor(image: Image.Image | np.ndarray) -> Tensor:
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy()).float().div_(255.0)
+
+
+def check_image(data: bytes, name: str) -> None:
+    """Decode ``data`` fully: a one-line :class:`ConfigError` naming ``name`` unless it is a usable image."""
+    try:
+        if _is_16bit_png(data):
+            _decode_16bit_png(data)
+            return
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            mode = image.mode
+    except _DECODE_ERRORS as exc:
+        raise ConfigError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    if mode in ("I", "F"):
+        raise ConfigError(f"{name}: 32-bit {mode!r} pixels are not supported; store 8- or 16-bit images")

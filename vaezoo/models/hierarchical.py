@@ -76,7 +76,7 @@ def expand_groups_per_scale(
 
 
 class HierarchicalVAE(GenerativeModel):
-    """A multi-scale top-down hierarchical VAE (NVAE-style) built from cell, posterior, prior, flow and likelihood
+    """A multi-scale top-down hierarchical VAE built from cell, posterior, prior, flow and likelihood
     components. See the module docstring for the layout and the factory signatures."""
 
     def __init__(

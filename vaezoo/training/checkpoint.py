@@ -8,8 +8,10 @@ Checkpoints contain only tensors and plain containers and are read with ``weight
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +81,18 @@ def prune_checkpoints(directory: Path, keep_last: int) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unpickler warns about protocols before refusing
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint not found: {path}") from exc
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it holds objects other than tensors and plain containers, refused as unsafe"
+        ) from exc
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {first} (damaged or not a checkpoint)") from exc
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"{path} is not a vaezoo training checkpoint")
     return state

@@ -182,6 +182,20 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     # -- the loop ------------------------------------------------------------------------------
+    def check(self, model: GenerativeModel, data: DataModule) -> None:
+        """Problems that would only show up once training starts, reported before anything is written."""
+        if tuple(data.image_shape) != tuple(model.image_shape):
+            raise VaezooError(
+                f"model.image_shape {list(model.image_shape)} does not fit the data {list(data.image_shape)} of {type(data).__name__}"
+            )
+        global_batch = data.batch_size * self.ctx.world_size * self.accumulate
+        num_examples = len(data.train_dataset())
+        if global_batch > num_examples:
+            raise VaezooError(
+                f"the global batch ({data.batch_size} x {self.ctx.world_size} processes x {self.accumulate} accumulated) "
+                f"is larger than the training set ({num_examples} examples)"
+            )
+
     def fit(
         self,
         model: GenerativeModel,
@@ -199,10 +213,7 @@ class Trainer:
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.ckpt_dir)  # left by a crash during a checkpoint write
-        if tuple(data.image_shape) != tuple(model.image_shape):
-            raise VaezooError(
-                f"model.image_shape {list(model.image_shape)} does not fit the data {list(data.image_shape)} of {type(data).__name__}"
-            )
+        self.check(model, data)
         model.to(self.device)
         objective.to(self.device)
         objective.set_total_steps(self.max_steps)

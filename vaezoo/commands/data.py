@@ -1,0 +1,77 @@
+"""``vaezoo data prepare NAME SOURCE DEST`` and ``vaezoo data verify DEST``.
+
+``prepare`` builds the LMDB pair (``train.lmdb``, ``validation.lmdb``, the official NVAE layout), the
+split lists and ``manifest.json`` (counts, sha256 of every file) of a preparable data set, atomically;
+``verify`` checks a prepared folder against its manifest.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+NAME = "data"
+HELP = "Prepare data sets as LMDBs with checksums (prepare NAME SOURCE DEST) and verify them (verify DEST)."
+
+
+def add_arguments(parser) -> None:
+    from ..data.prepare import preparable_datasets
+
+    names = ", ".join(preparable_datasets()) or "none registered"
+    # one level of subcommands: the CLI adds each command's arguments before attaching it, which jsonargparse
+    # forbids for nested subcommands, so the action is a positional choice and its operands follow it
+    parser.add_argument("action", choices=["prepare", "verify"], help="prepare NAME SOURCE DEST | verify DEST")
+    parser.add_argument("operands", type=str, nargs="+", help=f"prepare: NAME ({names}), SOURCE (the data set's files), DEST (a new folder); verify: DEST")
+    parser.add_argument("--image_size", type=int | None, default=None, help="prepare: stored image side, for data sets stored resized (default: the data set's, e.g. 256)")
+    parser.add_argument("--test_size", type=int | float | None, default=None, help="prepare: test images, a count or a fraction in (0, 1) (default: the official split, adapted)")
+    parser.add_argument("--seed", type=int | None, default=None, help="prepare: seed of the train/test split (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="prepare: processes decoding images")
+
+
+def run(cfg) -> int:
+    from ..errors import VaezooError
+
+    expected = {"prepare": ("NAME", "SOURCE", "DEST"), "verify": ("DEST",)}[cfg.action]
+    if len(cfg.operands) != len(expected):
+        raise VaezooError(f"usage: vaezoo data {cfg.action} {' '.join(expected)} (got {len(cfg.operands)} operands: {' '.join(cfg.operands)})")
+    if cfg.action == "verify":
+        return _verify(cfg.operands[0])
+    return _prepare(cfg, *cfg.operands)
+
+
+def _prepare(cfg, name: str, source: str, dest: str) -> int:
+    from ..data.prepare import PrepareOptions, prepare
+
+    options = PrepareOptions(image_size=cfg.image_size, test_size=cfg.test_size, seed=cfg.seed, workers=cfg.workers)
+    started = time.perf_counter()
+    manifest = prepare(name, source, dest, options, progress=_progress_printer())
+    splits = manifest["splits"]
+    size = f"{manifest['image_size']}x{manifest['image_size']} " if manifest["image_size"] else ""
+    print(
+        f"{name}: {splits['train']['count']} train / {splits['test']['count']} test images "
+        f"({size}{manifest['encoding']}) -> {dest} in {time.perf_counter() - started:.1f} s; "
+        f"checksums in {dest}/manifest.json"
+    )
+    return 0
+
+
+def _verify(dest: str) -> int:
+    from ..data.lmdb_images import verify_prepared
+
+    manifest = verify_prepared(dest)
+    counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
+    print(f"{dest}: {manifest['dataset']} ok ({counts} images; {len(manifest['files'])} files match their sha256)")
+    return 0
+
+
+def _progress_printer():
+    """Progress on stderr, about every 5% (nothing when stderr is not a terminal)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(label: str, done: int, total: int) -> None:
+        if done == total or done % max(1, total // 20) == 0:
+            end = "\n" if done == total else ""
+            print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return report
