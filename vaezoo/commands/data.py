@@ -21,10 +21,27 @@ def add_arguments(parser) -> None:
     # one level of subcommands: the CLI adds each command's arguments before attaching it, which jsonargparse
     # forbids for nested subcommands, so the action is a positional choice and its operands follow it
     parser.add_argument("action", choices=["prepare", "verify"], help="prepare NAME SOURCE DEST | verify DEST")
-    parser.add_argument("operands", type=str, nargs="+", help=f"prepare: NAME ({names}), SOURCE (the data set's files), DEST (a new folder); verify: DEST")
-    parser.add_argument("--image_size", type=int | None, default=None, help="prepare: stored image side, for data sets stored resized (default: the data set's, e.g. 256)")
-    parser.add_argument("--test_size", type=int | float | None, default=None, help="prepare: test images, a count or a fraction in (0, 1) (default: the official split, adapted)")
-    parser.add_argument("--seed", type=int | None, default=None, help="prepare: seed of the train/test split (default 0)")
+    parser.add_argument(
+        "operands",
+        type=str,
+        nargs="+",
+        help=f"prepare: NAME ({names}), SOURCE (the data set's files), DEST (a new folder); verify: DEST",
+    )
+    parser.add_argument(
+        "--image_size",
+        type=int | None,
+        default=None,
+        help="prepare: stored image side, for data sets stored resized (default: the data set's, e.g. 256)",
+    )
+    parser.add_argument(
+        "--test_size",
+        type=int | float | None,
+        default=None,
+        help="prepare: test images, a count or a fraction in (0, 1) (default: the official split, adapted)",
+    )
+    parser.add_argument(
+        "--seed", type=int | None, default=None, help="prepare: seed of the train/test split (default 0)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="prepare: processes decoding images")
 
 
@@ -33,7 +50,9 @@ def run(cfg) -> int:
 
     expected = {"prepare": ("NAME", "SOURCE", "DEST"), "verify": ("DEST",)}[cfg.action]
     if len(cfg.operands) != len(expected):
-        raise VaezooError(f"usage: vaezoo data {cfg.action} {' '.join(expected)} (got {len(cfg.operands)} operands: {' '.join(cfg.operands)})")
+        raise VaezooError(
+            f"usage: vaezoo data {cfg.action} {' '.join(expected)} (got {len(cfg.operands)} operands: {' '.join(cfg.operands)})"
+        )
     if cfg.action == "verify":
         return _verify(cfg.operands[0])
     return _prepare(cfg, *cfg.operands)

@@ -11,15 +11,11 @@ import json
 import time
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile
-
-from ..config import namespace_to_dict, one_line, restrict_value_imports, short_spec
-from ..errors import ConfigError, VaezooError
-from ..interfaces import DataModule, GenerativeModel, Objective
-from ..plugins import get_registry
+from ..config import namespace_to_dict
+from ..errors import VaezooError
 from ..training import Trainer
 from ..training.checkpoint import list_checkpoints
-from .recipe_checks import check_registered
+from ._recipe import add_recipe_arguments, check_registered, instantiate_recipe
 
 NAME = "fit"
 HELP = "Train a model from a recipe."
@@ -29,13 +25,7 @@ _parser = None
 
 def add_arguments(parser) -> None:
     global _parser
-    restrict_value_imports(get_registry())  # imports every plugin, so that short class names resolve
-    parser.add_argument("--config", action=ActionConfigFile, help="recipe or overlay (repeatable, left to right)")
-    parser.add_argument("--model", type=GenerativeModel, required=True, help="the model spec")
-    parser.add_argument("--objective", type=Objective, required=True, help="the training objective spec")
-    parser.add_argument("--data", type=DataModule, required=True, help="the data module spec")
-    parser.add_class_arguments(Trainer, "trainer")
-    parser.add_argument("--seed", type=int, default=0)
+    add_recipe_arguments(parser)
     parser.add_argument("--run_dir", type=str | None, default=None, help="default: runs/<recipe name>")
     parser.add_argument("--resume", type=bool, default=False, help="continue the run in run_dir from its last checkpoint")
     _parser = parser
@@ -47,7 +37,7 @@ def run(cfg) -> int:
 
     from ..training.distributed import init_from_environment, shutdown
 
-    check_registered(cfg, ("model", "objective", "data"))
+    check_registered(cfg)
     run_dir = Path(cfg.run_dir or Path("runs") / _recipe_name(cfg))
     if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):
         raise VaezooError(f"run directory {run_dir} already has checkpoints; pass --resume true or another --run_dir")
@@ -55,14 +45,7 @@ def run(cfg) -> int:
     ctx, device = init_from_environment(trainer_args.get("device", "auto"))
     try:
         torch.manual_seed(cfg.seed)  # weight initialisation is part of the run's seeded randomness
-        try:
-            init = _parser.instantiate(cfg)
-        except VaezooError:
-            raise
-        except Exception as exc:
-            raise ConfigError(one_line(exc)) from exc
-        model, objective, data = init.model, init.objective, init.data
-        model.config = short_spec(namespace_to_dict(cfg.model), get_registry())
+        model, objective, data = instantiate_recipe(_parser, cfg)
         trainer = Trainer(**{**trainer_args, "device": str(device)})
         trainer.ctx = ctx
         console = Console(soft_wrap=True, quiet=not ctx.is_main)

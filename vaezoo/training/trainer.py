@@ -131,6 +131,10 @@ class Trainer:
         progress: bool = True,
         device: str = "auto",
         find_unused_parameters: bool = False,
+        channels_last: bool = False,
+        compile_cells: bool = False,
+        gradient_checkpointing: bool = False,
+        adamax_foreach: bool | None = None,
     ) -> None:
         if max_steps < 1:
             raise VaezooError(f"trainer.max_steps must be positive, got {max_steps}")
@@ -156,6 +160,8 @@ class Trainer:
         self.progress = progress
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
         self.find_unused_parameters = find_unused_parameters
+        self.channels_last, self.compile_cells = channels_last, compile_cells
+        self.gradient_checkpointing, self.adamax_foreach = gradient_checkpointing, adamax_foreach
         self.ctx = DistributedContext()  # set by the caller for multi-process training
         self.steps_per_epoch = 1  # set by fit() from the data
 
@@ -196,6 +202,83 @@ class Trainer:
                 f"is larger than the training set ({num_examples} examples)"
             )
 
+    def prepare(self, model: GenerativeModel, objective: Objective, data_batch_size: int, num_examples: int, seed: int = 0) -> None:
+        """Move to the device, apply the speed switches, wrap for multi-process training and build the
+        optimiser: everything :meth:`train_step` needs (the benchmark uses this path too)."""
+        ctx = self.ctx
+        model.to(self.device)
+        objective.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.compile_cells:
+            from ..interfaces import Cell
+
+            for module in model.modules():
+                if isinstance(module, Cell):
+                    module.compile(dynamic=False)
+        if self.gradient_checkpointing:
+            if not hasattr(model, "gradient_checkpointing"):
+                raise VaezooError(f"trainer.gradient_checkpointing: {type(model).__name__} does not support it")
+            model.gradient_checkpointing = True
+        objective.set_total_steps(self.max_steps)
+        self.global_batch = data_batch_size * ctx.world_size * self.accumulate
+        self.steps_per_epoch = max(1, num_examples // self.global_batch)
+        self.view: Any = model
+        if ctx.enabled:
+            synchronise_batch_norm(model)  # BN statistics of the global batch, as in NVAE's training
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.find_unused_parameters,
+            )  # fmt: skip
+            self.view = ModelView(ddp)
+            self._ddp = ddp
+        self.optimizer = torch.optim.Adamax(
+            model.parameters(), lr=self.lr, betas=self.betas, eps=self.adamax_eps, weight_decay=self.weight_decay,
+            foreach=self.adamax_foreach,
+        )  # fmt: skip
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.ema = ExponentialMovingAverage(model, self.ema_decay) if self.ema_decay else None
+        self.data_generator = torch.Generator().manual_seed(seed + 1 + 7919 * ctx.rank)
+        self.state = {"step": 0, "skipped_steps": 0, "rollbacks": 0, "lr_scale": 1.0}
+        self.model, self.objective, self.seed = model, objective, seed
+
+    def train_step(self, micro_batches: list[Tensor], step: int) -> tuple[Tensor, Tensor, dict, bool]:
+        """One optimiser update from ``accumulate_grad_batches`` micro-batches already on the device.
+
+        Returns ``(loss, grad_norm, metrics, applied)``; a non-finite loss or gradient is not applied.
+        """
+        model, optimizer, scaler, ctx = self.model, self.optimizer, self.scaler, self.ctx
+        lr = self.lr_at(step) * self.state["lr_scale"]
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for micro, x in enumerate(micro_batches):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # gradients are all-reduced once, on the last micro-batch of the step
+            sync = self._ddp.no_sync() if ctx.enabled and micro < len(micro_batches) - 1 else nullcontext()
+            with sync:
+                with self._autocast():
+                    loss, metrics = self.objective(self.view, x, step)
+                scaler.scale(loss / len(micro_batches)).backward()
+            loss_sum = loss_sum + loss.detach()
+        loss = loss_sum / len(micro_batches)
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
+        if ctx.enabled:  # every rank takes the same decision, on the mean loss
+            loss = loss.detach().clone()
+            torch.distributed.all_reduce(loss)
+            loss = loss / ctx.world_size
+        applied = bool(torch.isfinite(loss + grad_norm))  # the one host sync of a step
+        if applied:
+            scaler.step(optimizer)
+            if self.ema is not None:
+                self.ema.update(model)
+        scaler.update()
+        metrics["lr"] = lr
+        return loss, grad_norm, metrics, applied
+
     def fit(
         self,
         model: GenerativeModel,
@@ -214,29 +297,8 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.ckpt_dir)  # left by a crash during a checkpoint write
         self.check(model, data)
-        model.to(self.device)
-        objective.to(self.device)
-        objective.set_total_steps(self.max_steps)
         train_set = data.train_dataset()
-        self.global_batch = data.batch_size * ctx.world_size * self.accumulate
-        self.steps_per_epoch = max(1, len(train_set) // self.global_batch)
-        self.view: Any = model
-        if ctx.enabled:
-            synchronise_batch_norm(model)  # BN statistics of the global batch, as in NVAE's training
-            ddp = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.find_unused_parameters,
-            )  # fmt: skip
-            self.view = ModelView(ddp)
-            self._ddp = ddp
-        self.optimizer = torch.optim.Adamax(
-            model.parameters(), lr=self.lr, betas=self.betas, eps=self.adamax_eps, weight_decay=self.weight_decay
-        )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.ema = ExponentialMovingAverage(model, self.ema_decay) if self.ema_decay else None
-        self.data_generator = torch.Generator().manual_seed(seed + 1 + 7919 * ctx.rank)
-        self.state = {"step": 0, "skipped_steps": 0, "rollbacks": 0, "lr_scale": 1.0}
-        self.model, self.objective, self.seed = model, objective, seed
+        self.prepare(model, objective, data_batch_size=data.batch_size, num_examples=len(train_set), seed=seed)
 
         if resume:
             found = list_checkpoints(self.ckpt_dir)
@@ -269,7 +331,7 @@ class Trainer:
         return {"step": self.state["step"], "skipped_steps": self.state["skipped_steps"], "rollbacks": self.state["rollbacks"]}
 
     def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
-        model, objective, optimizer, scaler, ctx = self.model, self.objective, self.optimizer, self.scaler, self.ctx
+        model, ctx = self.model, self.ctx
         state = self.state
         sampler = _EpochBatchSampler(
             len(train_set), data.batch_size, seed, state["step"] * self.accumulate, self.max_steps * self.accumulate, ctx.rank, ctx.world_size
@@ -282,40 +344,20 @@ class Trainer:
         model.train()
         while state["step"] < self.max_steps:
             step = state["step"]
-            lr = self.lr_at(step) * state["lr_scale"]
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for micro in range(self.accumulate):
+            micro_batches = []
+            for _ in range(self.accumulate):
                 x, *_ = next(batches)
-                x = data.train_transform(x, self.data_generator).to(self.device, non_blocking=True)
-                # gradients are all-reduced once, on the last micro-batch of the step
-                sync = self._ddp.no_sync() if ctx.enabled and micro < self.accumulate - 1 else nullcontext()
-                with sync:
-                    with self._autocast():
-                        loss, metrics = objective(self.view, x, step)
-                    scaler.scale(loss / self.accumulate).backward()
-                loss_sum = loss_sum + loss.detach()
+                micro_batches.append(data.train_transform(x, self.data_generator).to(self.device, non_blocking=True))
                 window_images += x.shape[0]
-            loss = loss_sum / self.accumulate
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
-            if ctx.enabled:  # every rank takes the same decision, on the mean loss
-                loss = loss.detach().clone()
-                torch.distributed.all_reduce(loss)
-                loss = loss / ctx.world_size
-            if bool(torch.isfinite(loss + grad_norm)):  # one host sync per step
-                scaler.step(optimizer)
-                if self.ema is not None:
-                    self.ema.update(model)
+            loss, grad_norm, metrics, applied = self.train_step(micro_batches, step)
+            lr = metrics.pop("lr")
+            if applied:
                 consecutive_bad = 0
             else:
                 state["skipped_steps"] += 1
                 consecutive_bad += 1
                 if consecutive_bad >= self.max_consecutive_bad_steps:
                     self._rollback_or_stop(step, consecutive_bad, metrics_file)
-            scaler.update()
             state["step"] = step + 1
 
             if ctx.is_main and (state["step"] % self.log_every == 0 or state["step"] == self.max_steps):
