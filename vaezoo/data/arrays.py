@@ -15,7 +15,9 @@ class UInt8Images(Dataset):
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or len(labels) != len(images):
-            raise ValueError(f"expected uint8 [N, C, H, W] images and N labels, got {images.dtype} {list(images.shape)}, {len(labels)}")
+            raise ValueError(
+                f"expected uint8 [N, C, H, W] images and N labels, got {images.dtype} {list(images.shape)}, {len(labels)}"
+            )
         self.images, self.labels = images, labels.long()
 
     def __len__(self) -> int:

@@ -132,7 +132,11 @@ class CelebA64(FolderImages):
 
     @staticmethod
     def partition_file(image_dir: Path) -> Path | None:
-        candidates = (image_dir.parent / PARTITION_FILE, image_dir / PARTITION_FILE, image_dir.parent / "Eval" / PARTITION_FILE)
+        candidates = (
+            image_dir.parent / PARTITION_FILE,
+            image_dir / PARTITION_FILE,
+            image_dir.parent / "Eval" / PARTITION_FILE,
+        )
         return next((p for p in candidates if p.is_file()), None)
 
     @classmethod
@@ -146,7 +150,9 @@ class CelebA64(FolderImages):
             if not fields:
                 continue
             if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-                raise ConfigError(f"{partition}:{number}: expected 'IMAGE PARTITION' with partition 0, 1 or 2, got {line.strip()!r}")
+                raise ConfigError(
+                    f"{partition}:{number}: expected 'IMAGE PARTITION' with partition 0, 1 or 2, got {line.strip()!r}"
+                )
             # partition 2 (CelebA's test set) is not used by NVAE, which evaluates on the validation partition
             {"0": train, "1": test}.get(fields[1], []).append(fields[0])
         available = set(list_images(image_dir))
@@ -158,10 +164,16 @@ class CelebA64(FolderImages):
     @classmethod
     def prepare_converter(cls, options: PrepareOptions):
         # validate what will be read back: a decodable image of the aligned size
-        return "encoded", None, KeepEncoded(ImagePipeline(64, crop_box=CELEBA64_CROP, source_size=CELEBA_ALIGNED_SIZE).decode)
+        return (
+            "encoded",
+            None,
+            KeepEncoded(ImagePipeline(64, crop_box=CELEBA64_CROP, source_size=CELEBA_ALIGNED_SIZE).decode),
+        )
 
     @classmethod
     def example(cls) -> Example:
         from .synthetic import temporary_root, write_celeba
 
-        return Example(build=lambda: cls(root=str(write_celeba(temporary_root("celeba64"), 5)), batch_size=2, image_size=16))
+        return Example(
+            build=lambda: cls(root=str(write_celeba(temporary_root("celeba64"), 5)), batch_size=2, image_size=16)
+        )

@@ -80,4 +80,6 @@ class CIFAR10(DataModule):
     def example(cls) -> Example:
         from .synthetic import temporary_root, write_cifar10
 
-        return Example(build=lambda: cls(root=str(write_cifar10(temporary_root("cifar10"), per_batch=2, num_test=3)), batch_size=4))
+        return Example(
+            build=lambda: cls(root=str(write_cifar10(temporary_root("cifar10"), per_batch=2, num_test=3)), batch_size=4)
+        )

@@ -9,8 +9,9 @@ per batch in :meth:`train_transform`, with the trainer's seeded generator.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -95,14 +96,18 @@ class ImageDataModule(DataModule):
     def _lmdb_datasets(self) -> tuple[Dataset, Dataset]:
         manifest = read_manifest(self.root)
         if manifest is not None and not self.reads_any_prepared and manifest.get("dataset") != self.prepare_name:
-            raise ConfigError(f"{self.root} was prepared for {manifest.get('dataset')!r}, not {self.prepare_name!r} ({type(self).__name__})")
+            raise ConfigError(
+                f"{self.root} was prepared for {manifest.get('dataset')!r}, not {self.prepare_name!r} ({type(self).__name__})"
+            )
         decode = DecodeLMDBValue(self.pipeline)
         train, test = LMDBImages(self.root / TRAIN_LMDB, decode), LMDBImages(self.root / TEST_LMDB, decode)
         if manifest is not None:
             for dataset, split in ((train, "train"), (test, "test")):
                 expected = manifest["splits"][split]["count"]
                 if len(dataset) != expected:
-                    raise ConfigError(f"{dataset.path} holds {len(dataset)} images, its manifest says {expected}: prepare it again")
+                    raise ConfigError(
+                        f"{dataset.path} holds {len(dataset)} images, its manifest says {expected}: prepare it again"
+                    )
         return train, test
 
     @abc.abstractmethod
@@ -119,7 +124,9 @@ class ImageDataModule(DataModule):
         source = f"LMDB in {self.root}" if self.from_lmdb else str(self.root)
         size = "x".join(str(s) for s in self.image_shape[1:])
         flips = ", random horizontal flips for training" if self.flip else ""
-        return f"{self.title} ({len(train)} train / {len(test)} test, {self.pipeline.mode} {size}, from {source}{flips})"
+        return (
+            f"{self.title} ({len(train)} train / {len(test)} test, {self.pipeline.mode} {size}, from {source}{flips})"
+        )
 
 
 class FolderImages(ImageDataModule):
@@ -153,7 +160,9 @@ class FolderImages(ImageDataModule):
         return root
 
     @classmethod
-    def split(cls, image_dir: Path, *, test_size: Any, seed: int, split_dir: Path | None, write: bool) -> tuple[list[str], list[str]]:
+    def split(
+        cls, image_dir: Path, *, test_size: Any, seed: int, split_dir: Path | None, write: bool
+    ) -> tuple[list[str], list[str]]:
         """(train, test) image names relative to ``image_dir``."""
         names = list_images(image_dir)
         if not names:

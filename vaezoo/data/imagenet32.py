@@ -10,8 +10,8 @@ LMDB (raw RGB values, the official layout) is read lazily instead.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,7 +32,13 @@ _VAL = re.compile(r"^val_data(\.npz)?$")
 
 def find_batch_files(root: Path) -> tuple[list[Path], Path] | None:
     """(train batch files in numeric order, validation file) under ``root``, or None when absent."""
-    folders = [root, root / "Imagenet32_train", root / "Imagenet32_train_npz", root / "Imagenet32_val", root / "Imagenet32_val_npz"]
+    folders = [
+        root,
+        root / "Imagenet32_train",
+        root / "Imagenet32_train_npz",
+        root / "Imagenet32_val",
+        root / "Imagenet32_val_npz",
+    ]
     train, val = {}, None
     for folder in folders:
         if not folder.is_dir():
@@ -87,13 +93,18 @@ class ImageNet32(ImageDataModule):
         data, labels = np.concatenate([r[0] for r in train_rows]), np.concatenate([r[1] for r in train_rows])
         val_data, val_labels = load_rows(val_file, ROW_BYTES)
         # the files number the classes 1..1000
-        return UInt8Images(_images(data), torch.from_numpy(labels - 1)), UInt8Images(_images(val_data), torch.from_numpy(val_labels - 1))
+        train = UInt8Images(_images(data), torch.from_numpy(labels - 1))
+        return train, UInt8Images(_images(val_data), torch.from_numpy(val_labels - 1))
 
     @classmethod
     def prepare_plan(cls, source: Path, options: PrepareOptions) -> PreparePlan:
         train_files, val_file = cls.find(source)
         files = {"train": train_files, "test": [val_file]}
-        names = {split: [f"{p.name}#{row}" for p in paths for row in range(len(load_rows(p, ROW_BYTES)[0]))] for split, paths in files.items()}
+        # counting reads every file once more, but keeps one batch file in memory at a time (not ~4 GB)
+        names = {
+            split: [f"{p.name}#{row}" for p in paths for row in range(len(load_rows(p, ROW_BYTES)[0]))]
+            for split, paths in files.items()
+        }
 
         def values(split: str) -> Iterator[bytes]:
             for path in files[split]:  # one batch file in memory at a time
@@ -114,4 +125,9 @@ class ImageNet32(ImageDataModule):
     def example(cls) -> Example:
         from .synthetic import temporary_root, write_imagenet32
 
-        return Example(build=lambda: cls(root=str(write_imagenet32(temporary_root("imagenet32"), batches=2, per_batch=2, num_val=2)), batch_size=2))
+        return Example(
+            build=lambda: cls(
+                root=str(write_imagenet32(temporary_root("imagenet32"), batches=2, per_batch=2, num_val=2)),
+                batch_size=2,
+            )
+        )

@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import lmdb
 from torch import Tensor
@@ -181,7 +181,9 @@ def verify_prepared(root: str | Path) -> dict:
             raise ConfigError(f"{path} is missing (listed in {root / MANIFEST})")
         actual = sha256_file(path)
         if actual != expected["sha256"]:
-            raise ConfigError(f"{path}: sha256 {actual} does not match the manifest ({expected['sha256']}); the data is corrupt")
+            raise ConfigError(
+                f"{path}: sha256 {actual} does not match the manifest ({expected['sha256']}); the data is corrupt"
+            )
     for split in manifest["splits"].values():
         found = count_entries(root / split["lmdb"])
         if found != split["count"]:

@@ -51,7 +51,9 @@ def read_idx(path: Path) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if values.size != int(np.prod(dims)):
-        raise ConfigError(f"{path}: the header promises {list(dims)} values ({int(np.prod(dims))}), the file holds {values.size}")
+        raise ConfigError(
+            f"{path}: the header promises {list(dims)} values ({int(np.prod(dims))}), the file holds {values.size}"
+        )
     return values.reshape(dims)
 
 

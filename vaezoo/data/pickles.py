@@ -21,7 +21,11 @@ from ..errors import ConfigError
 _ALLOWED = {
     ("numpy", "ndarray"): ("numpy", "ndarray"),
     ("numpy", "dtype"): ("numpy", "dtype"),
-    **{(f"{core}.multiarray", name): ("multiarray", name) for core in ("numpy.core", "numpy._core") for name in ("_reconstruct", "scalar")},
+    **{
+        (f"{core}.multiarray", name): ("multiarray", name)
+        for core in ("numpy.core", "numpy._core")
+        for name in ("_reconstruct", "scalar")
+    },
     **{(f"{core}.numeric", "_frombuffer"): ("numeric", "_frombuffer") for core in ("numpy.core", "numpy._core")},
     ("_codecs", "encode"): ("_codecs", "encode"),
 }

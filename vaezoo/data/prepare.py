@@ -16,9 +16,10 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
@@ -67,7 +68,13 @@ def preparable_datasets() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
-def prepare(name: str, source: str | Path, dest: str | Path, options: PrepareOptions = PrepareOptions(), progress: Callable | None = None) -> dict:
+def prepare(
+    name: str,
+    source: str | Path,
+    dest: str | Path,
+    options: PrepareOptions = PrepareOptions(),
+    progress: Callable | None = None,
+) -> dict:
     """Prepare data set ``name`` from ``source`` into the new folder ``dest``; returns the manifest."""
     datasets = preparable_datasets()
     if name not in datasets:
@@ -75,11 +82,15 @@ def prepare(name: str, source: str | Path, dest: str | Path, options: PrepareOpt
     cls = datasets[name]
     source, dest = Path(source).expanduser(), Path(dest).expanduser()
     if dest.exists() or dest.is_symlink():
-        raise ConfigError(f"{dest} already exists; vaezoo data prepare never overwrites: remove it or choose another DEST")
+        raise ConfigError(
+            f"{dest} already exists; vaezoo data prepare never overwrites: remove it or choose another DEST"
+        )
     if not source.exists():
         raise ConfigError(f"{source} does not exist. {cls.source_hint}")
     if has_lmdb_pair(source):
-        raise ConfigError(f"{source} already holds {TRAIN_LMDB} and {TEST_LMDB}: it is prepared, point the data module's root at it")
+        raise ConfigError(
+            f"{source} already holds {TRAIN_LMDB} and {TEST_LMDB}: it is prepared, point the data module's root at it"
+        )
     unused = [option for option in options.given() if option not in cls.prepare_options]
     if unused:
         accepted = ", ".join(f"--{o}" for o in cls.prepare_options) or "none"
@@ -102,7 +113,10 @@ def prepare(name: str, source: str | Path, dest: str | Path, options: PrepareOpt
             (staging / list_name).write_text("\n".join(names) + "\n")
             splits[split] = {"lmdb": lmdb_name, "list": list_name, "count": count}
             for relative in (f"{lmdb_name}/data.mdb", list_name):
-                files[relative] = {"sha256": sha256_file(staging / relative), "bytes": (staging / relative).stat().st_size}
+                files[relative] = {
+                    "sha256": sha256_file(staging / relative),
+                    "bytes": (staging / relative).stat().st_size,
+                }
         manifest = {
             "format": MANIFEST_FORMAT,
             "format_version": 1,

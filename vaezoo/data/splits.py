@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -71,7 +71,9 @@ def list_images(folder: Path) -> list[str]:
     for directory, subdirs, files in os.walk(folder):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and not d.endswith(".lmdb"))
         base = Path(directory).relative_to(folder)
-        found += [(base / f).as_posix() for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+        found += [
+            (base / f).as_posix() for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
     return sorted(found)
 
 
@@ -110,7 +112,13 @@ def folder_split(
     test_count = resolve_test_count(len(names), test_size, official, default_fraction)
     train, test = seeded_split(names, test_count, seed)
     if write:
-        info = {"seed": seed, "test_size": test_size, "test_count": test_count, "num_images": len(names), "written_by": f"vaezoo {__version__}"}
+        info = {
+            "seed": seed,
+            "test_size": test_size,
+            "test_count": test_count,
+            "num_images": len(names),
+            "written_by": f"vaezoo {__version__}",
+        }
         try:
             split_dir.mkdir(parents=True, exist_ok=True)
             # the lists last: a split counts as written once both lists exist

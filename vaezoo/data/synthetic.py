@@ -72,7 +72,9 @@ def write_cifar10(root: Path, per_batch: int, num_test: int, seed: int = 0) -> P
         data = rng.integers(0, 256, (count, 3 * 32 * 32), dtype=np.uint8)
         _pickle_batch(folder / name, data, rng.integers(0, 10, count).tolist(), batch_label=name)
     label_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": label_names, b"num_cases_per_batch": per_batch}, protocol=2))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": label_names, b"num_cases_per_batch": per_batch}, protocol=2)
+    )
     return root
 
 
@@ -83,13 +85,26 @@ def write_imagenet32(root: Path, batches: int, per_batch: int, num_val: int, see
     (root / "Imagenet32_val").mkdir(parents=True, exist_ok=True)
     for index in range(1, batches + 1):
         data = rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8)
-        _pickle_batch(root / "Imagenet32_train" / f"train_data_batch_{index}", data, rng.integers(1, 1001, per_batch).tolist(), mean=data.mean(0))
+        _pickle_batch(
+            root / "Imagenet32_train" / f"train_data_batch_{index}",
+            data,
+            rng.integers(1, 1001, per_batch).tolist(),
+            mean=data.mean(0),
+        )
     data = rng.integers(0, 256, (num_val, 3 * 32 * 32), dtype=np.uint8)
     _pickle_batch(root / "Imagenet32_val" / "val_data", data, rng.integers(1, 1001, num_val).tolist())
     return root
 
 
-def write_image_files(folder: Path, count: int, size: tuple[int, int], mode: str = "RGB", suffix: str = ".png", seed: int = 0, start: int = 0) -> list[str]:
+def write_image_files(
+    folder: Path,
+    count: int,
+    size: tuple[int, int],
+    mode: str = "RGB",
+    suffix: str = ".png",
+    seed: int = 0,
+    start: int = 0,
+) -> list[str]:
     """``count`` random 8-bit images of ``size`` (width, height) and ``mode``; returns their file names."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,9 @@ def raw_rgb_image(value: bytes, name: str) -> Image.Image:
     """An image stored as raw RGB bytes (the official NVAE LMDB layout): the side is sqrt(len / 3)."""
     side = int(round((len(value) / 3) ** 0.5))
     if side == 0 or 3 * side * side != len(value):
-        raise ConfigError(f"{name}: {len(value)} bytes are neither an encoded image nor a square raw RGB image (3*side*side bytes)")
+        raise ConfigError(
+            f"{name}: {len(value)} bytes are neither an encoded image nor a square raw RGB image (3*side*side bytes)"
+        )
     return Image.frombytes("RGB", (side, side), value)
 
 
@@ -133,7 +135,9 @@ class ImagePipeline:
             image = image.convert(expanded)
         if image.mode != self.mode:
             if not self.convert_mode:
-                raise ConfigError(f"{name}: {image.mode} image, expected {self.mode} (set convert_mode: true to convert)")
+                raise ConfigError(
+                    f"{name}: {image.mode} image, expected {self.mode} (set convert_mode: true to convert)"
+                )
             image = image.convert(self.mode)
         return self._geometry([image], name)[0]
 
@@ -141,7 +145,9 @@ class ImagePipeline:
         source_mode = MODES[array.shape[-1] - 1]
         if source_mode != self.mode:
             if not self.convert_mode:
-                raise ConfigError(f"{name}: 16-bit {source_mode} image, expected {self.mode} (set convert_mode: true to convert)")
+                raise ConfigError(
+                    f"{name}: 16-bit {source_mode} image, expected {self.mode} (set convert_mode: true to convert)"
+                )
             array = _convert_float(array, source_mode, self.mode)
         planes = [Image.fromarray(np.ascontiguousarray(array[..., c])) for c in range(array.shape[-1])]
         planes = self._geometry(planes, name)
@@ -161,7 +167,9 @@ class ImagePipeline:
         size = self.image_size
         if (width, height) != (size, size):
             if not self.resize:
-                raise ConfigError(f"{name}: {width}x{height} pixels, expected {size}x{size} (set resize: true to resize and centre-crop)")
+                raise ConfigError(
+                    f"{name}: {width}x{height} pixels, expected {size}x{size} (set resize: true to resize and centre-crop)"
+                )
             # torchvision's Resize(int) on PIL images: the shorter side becomes `size` (bilinear, antialiased)
             planes = [TF.center_crop(TF.resize(p, size), [size, size]) for p in planes]
         return planes
