@@ -133,3 +133,11 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files left
     failures = [r for r in _records(tmp_path) if r.get("event") == "checkpoint_failed"]
     assert [f["step"] for f in failures] == [4, 5]
+
+
+def test_epochs_are_converted_to_steps_of_the_global_batch():
+    model, data = _setup()
+    trainer = _trainer(max_epochs=2, warmup_epochs=0.5, accumulate_grad_batches=3)
+    trainer.prepare(model, FaultyELBO(), data.batch_size, len(data.train_dataset()))
+    assert trainer.global_batch == 150 and trainer.steps_per_epoch == 30  # 4500 // 150
+    assert trainer.max_steps == 60 and trainer.warmup_steps == 15

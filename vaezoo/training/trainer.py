@@ -97,13 +97,16 @@ class Trainer:
 
     Adamax (NVAE's optimiser: eps 1e-3, L2 weight decay), linear learning-rate warm-up per step,
     then cosine decay to ``lr_min`` ending exactly at ``max_steps`` (per step, or per epoch as the
-    reference implementation does). One *step* is one optimiser update of
-    ``data.batch_size x accumulate_grad_batches`` examples.
+    reference implementation does). One *step* is one optimiser update of the global batch,
+    ``data.batch_size x processes x accumulate_grad_batches`` examples. ``max_epochs`` and
+    ``warmup_epochs``, when set, are converted to steps from the size of the training set.
     """
 
     def __init__(
         self,
         max_steps: int = 1000,
+        max_epochs: int | None = None,
+        warmup_epochs: float | None = None,
         lr: float = 1e-2,
         lr_min: float = 1e-4,
         warmup_steps: int = 0,
@@ -143,6 +146,7 @@ class Trainer:
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise VaezooError(f"trainer.ema_decay must be in (0, 1), got {ema_decay}")
         self.max_steps = max_steps
+        self.max_epochs, self.warmup_epochs = max_epochs, warmup_epochs
         self.lr, self.lr_min, self.warmup_steps, self.lr_schedule = lr, lr_min, warmup_steps, lr_schedule
         self.weight_decay, self.adamax_eps, self.betas = weight_decay, adamax_eps, tuple(betas)
         self.grad_clip = grad_clip
@@ -220,9 +224,13 @@ class Trainer:
             if not hasattr(model, "gradient_checkpointing"):
                 raise VaezooError(f"trainer.gradient_checkpointing: {type(model).__name__} does not support it")
             model.gradient_checkpointing = True
-        objective.set_total_steps(self.max_steps)
         self.global_batch = data_batch_size * ctx.world_size * self.accumulate
         self.steps_per_epoch = max(1, num_examples // self.global_batch)
+        if self.max_epochs is not None:  # the paper recipes count epochs; the loop counts steps
+            self.max_steps = self.max_epochs * self.steps_per_epoch
+        if self.warmup_epochs is not None:
+            self.warmup_steps = round(self.warmup_epochs * self.steps_per_epoch)
+        objective.set_total_steps(self.max_steps)
         self.view: Any = model
         if ctx.enabled:
             synchronise_batch_norm(model)  # BN statistics of the global batch, as in NVAE's training
