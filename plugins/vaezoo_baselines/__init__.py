@@ -6,9 +6,17 @@ from vaezoo import hookimpl
 
 from .components import BernoulliLikelihood, GaussianPosterior, StandardNormalPrior
 from .conv_vae import ConvVAE
-from .objectives import ELBO, IWAE
+from .objectives import ELBO, IWAE, GradientSkipping
 
-__all__ = ["ELBO", "IWAE", "BernoulliLikelihood", "ConvVAE", "GaussianPosterior", "StandardNormalPrior"]
+__all__ = [
+    "ELBO",
+    "IWAE",
+    "BernoulliLikelihood",
+    "ConvVAE",
+    "GaussianPosterior",
+    "GradientSkipping",
+    "StandardNormalPrior",
+]
 
 
 @hookimpl
@@ -19,6 +27,7 @@ def register_components(register):
     register("likelihood", BernoulliLikelihood)
     register("objective", ELBO)
     register("objective", IWAE)
+    register("objective", GradientSkipping)
 
 
 def _conv_vae_spec(**init_args):

@@ -157,6 +157,14 @@ class NVAEObjective(Objective):
             regularizers = [SpectralRegularizer(), BatchNormScaleRegularizer()]
         self.regularizers = nn.ModuleList(regularizers)
         self.total_steps = total_steps
+        self._alpha_cache: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+
+    def balancing_alpha(self, group_scales: Sequence[int], device: torch.device) -> Tensor:
+        """The KL balancing weights for a model's groups, built once per layout and device (no per-step copy)."""
+        key = (tuple(group_scales), device)
+        if key not in self._alpha_cache:
+            self._alpha_cache[key] = kl_balance_alpha(group_scales, self.kl_balance_scheme).to(device)
+        return self._alpha_cache[key]
 
     def kl_coefficient(self, step: int) -> float:
         if not self.total_steps:
@@ -181,7 +189,7 @@ class NVAEObjective(Objective):
     def loss_from_output(self, model: GenerativeModel, out: ModelOutput, step: int) -> tuple[Tensor, dict[str, Any]]:
         """The loss and metrics given the model's output for the batch (the regularisers read ``model``)."""
         kl_coeff = self.kl_coefficient(step)
-        alpha = kl_balance_alpha(model.group_scales, self.kl_balance_scheme) if self.kl_balance else None
+        alpha = self.balancing_alpha(model.group_scales, out.kl.device) if self.kl_balance else None
         balanced_kl, kl_coeffs, kl_vals = balance_kl(out.kl, kl_coeff, alpha)
         loss = torch.mean(out.recon + balanced_kl)
         metrics: dict[str, Any] = {
@@ -191,7 +199,7 @@ class NVAEObjective(Objective):
             "kl_coeff": kl_coeff,
             "kl_coeffs": kl_coeffs.detach(),
             "kl_vals": kl_vals.detach(),
-            "balanced_kl": balanced_kl.detach(),
+            "balanced_kl": balanced_kl.detach().mean(),
             "nelbo_balanced": loss.detach(),
         }
         if len(self.regularizers):

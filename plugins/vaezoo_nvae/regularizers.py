@@ -22,32 +22,38 @@ def _conv_layers(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
 
-def _stacked_effective_weights(layers: list[nn.Conv2d]) -> Tensor:
-    """The effective weights of same-shaped convs, stacked ``[n, out, in, kh, kw]``.
+class _StackPlan:
+    """How to stack the effective weights of same-shaped convs: layers that normalise the same way (masked or not,
+    weight-normalised or not) are computed together, then put back in module order."""
 
-    Layers that normalise the same way are computed together (one exp/norm/division per kind, not per layer),
-    then put back in module order.
-    """
-    kinds: dict[tuple[bool, bool], list[int]] = {}
-    for index, layer in enumerate(layers):
-        masked = getattr(layer, "mask", None) is not None
-        normed = getattr(layer, "log_weight_norm", None) is not None
-        kinds.setdefault((masked, normed), []).append(index)
-    parts, order = [], []
-    for (masked, normed), indices in kinds.items():
-        weight = torch.stack([layers[i].weight for i in indices])
-        if masked:
-            weight = weight * torch.stack([layers[i].mask for i in indices])
-        if normed:
-            weight = weight_normalize(torch.stack([layers[i].log_weight_norm for i in indices]), weight)
-        parts.append(weight)
-        order += indices
-    stacked = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if order != sorted(order):
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        stacked = stacked.index_select(0, inverse.to(stacked.device))
-    return stacked
+    def __init__(self, layers: list[nn.Conv2d]) -> None:
+        kinds: dict[tuple[bool, bool], list[int]] = {}
+        for index, layer in enumerate(layers):
+            masked = getattr(layer, "mask", None) is not None
+            normed = getattr(layer, "log_weight_norm", None) is not None
+            kinds.setdefault((masked, normed), []).append(index)
+        self.layers = layers
+        self.kinds = list(kinds.items())
+        order = [i for _, indices in self.kinds for i in indices]
+        self._inverse = None if order == sorted(order) else torch.argsort(torch.tensor(order))
+        self._inverse_on: dict[torch.device, Tensor] = {}
+
+    def stacked(self) -> Tensor:
+        """``[n, out, in, kh, kw]`` in module order (one exp/norm/division per kind, not per layer)."""
+        parts = []
+        for (masked, normed), indices in self.kinds:
+            weight = torch.stack([self.layers[i].weight for i in indices])
+            if masked:
+                weight = weight * torch.stack([self.layers[i].mask for i in indices])
+            if normed:
+                weight = weight_normalize(torch.stack([self.layers[i].log_weight_norm for i in indices]), weight)
+            parts.append(weight)
+        stacked = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if self._inverse is None:
+            return stacked
+        if stacked.device not in self._inverse_on:  # moved to the device once, not every step
+            self._inverse_on[stacked.device] = self._inverse.to(stacked.device)
+        return stacked.index_select(0, self._inverse_on[stacked.device])
 
 
 class SpectralRegularizer(Regularizer):
@@ -72,6 +78,7 @@ class SpectralRegularizer(Regularizer):
         self.normalize_eps = normalize_eps
         self._groups_model: weakref.ref | None = None
         self._groups: dict[tuple[int, int], list[nn.Conv2d]] = {}
+        self._plans: dict[tuple[int, int], _StackPlan] = {}
 
     # -- state ---------------------------------------------------------------------------------
     def _load_from_state_dict(
@@ -108,13 +115,14 @@ class SpectralRegularizer(Regularizer):
             for layer in _conv_layers(model):
                 groups.setdefault((layer.weight.shape[0], layer.weight[0].numel()), []).append(layer)
             self._groups, self._groups_model = groups, weakref.ref(model)
+            self._plans = {shape: _StackPlan(layers) for shape, layers in groups.items()}
         return self._groups
 
     def forward(self, model: nn.Module) -> Tensor:
         loss: Tensor | None = None
         eps = self.normalize_eps
         for (rows, cols), layers in self.conv_groups(model).items():
-            weights = _stacked_effective_weights(layers).reshape(len(layers), rows, cols)
+            weights = self._plans[(rows, cols)].stacked().reshape(len(layers), rows, cols)
             with torch.no_grad():
                 u, v = self.vectors(rows, cols)
                 iterations = self.num_power_iterations

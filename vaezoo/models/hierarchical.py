@@ -114,8 +114,24 @@ class HierarchicalVAE(GenerativeModel):
         center_input: bool = True,
     ) -> None:
         super().__init__()
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be [C, H, W], got {image_shape}")
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be [C, H, W] with positive sizes, got {image_shape}")
+        for name, value, minimum in (
+            ("encoder_channels", encoder_channels, 1),
+            ("decoder_channels", decoder_channels, 1),
+            ("latent_channels", latent_channels, 1),
+            ("num_latent_scales", num_latent_scales, 1),
+            ("channel_multiplier", channel_multiplier, 1),
+            ("num_flows", num_flows, 0),
+            ("encoder_cells_per_group", encoder_cells_per_group, 0),
+            ("decoder_cells_per_group", decoder_cells_per_group, 0),
+            ("preprocess_blocks", preprocess_blocks, 0),
+            ("preprocess_cells", preprocess_cells, 1),
+            ("postprocess_blocks", postprocess_blocks, 0),
+            ("postprocess_cells", postprocess_cells, 1),
+        ):
+            if value < minimum:
+                raise ValueError(f"{name} must be at least {minimum}, got {value}")
         if num_flows and flow is None:
             raise ValueError("num_flows > 0 needs a flow component")
         if preprocess_blocks != postprocess_blocks:

@@ -1,0 +1,36 @@
+"""IAF-VAE (Kingma et al., NeurIPS 2016) as vaezoo components.
+
+Registered here: the context-conditioned inverse autoregressive flow (``ContextualIAF``), the weight-normalised ELU
+residual cells of the paper's ResNet VAE (also the "WN + ELU" side of NVAE's normalisation ablation), and the
+``iaf-vae-mnist`` / ``test-iaf-vae`` presets. The model itself is the generic ``HierarchicalVAE`` (registered by the
+NVAE plugin), with the posterior and prior components of the NVAE and baselines plugins.
+"""
+
+from __future__ import annotations
+
+from vaezoo import hookimpl
+
+from .cells import WeightNormELUDepthwiseCell, WeightNormELUResidualCell
+from .flows import ContextualIAF, ContextualIAFStep
+from .presets import PRESETS, iaf_vae_spec, preset_factory
+
+__all__ = [
+    "ContextualIAF",
+    "ContextualIAFStep",
+    "WeightNormELUDepthwiseCell",
+    "WeightNormELUResidualCell",
+    "iaf_vae_spec",
+]
+
+
+@hookimpl
+def register_components(register):
+    register("flow", ContextualIAF)
+    register("cell", WeightNormELUResidualCell)
+    register("cell", WeightNormELUDepthwiseCell)
+
+
+@hookimpl
+def register_presets(register):
+    for name, (_, description) in PRESETS.items():
+        register(name, preset_factory(name), description=description)

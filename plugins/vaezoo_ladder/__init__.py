@@ -1,0 +1,34 @@
+"""Ladder VAE (Sonderby et al., NeurIPS 2016) as vaezoo components.
+
+Registered here: the precision-weighted posterior, the pass-through encoder combiner and the latent-only decoder
+combiner, and the ``lvae-mnist`` / ``test-lvae`` presets. The model is the generic ``HierarchicalVAE`` (registered by
+the NVAE plugin) trained with the baselines' ``ELBO`` and its KL warm-up.
+"""
+
+from __future__ import annotations
+
+from vaezoo import hookimpl
+
+from .components import LatentOnlyCombiner, PassThroughCombiner, PrecisionWeightedPosterior, precision_weighted
+from .presets import PRESETS, ladder_vae_spec, preset_factory
+
+__all__ = [
+    "LatentOnlyCombiner",
+    "PassThroughCombiner",
+    "PrecisionWeightedPosterior",
+    "ladder_vae_spec",
+    "precision_weighted",
+]
+
+
+@hookimpl
+def register_components(register):
+    register("posterior", PrecisionWeightedPosterior)
+    register("cell", PassThroughCombiner)
+    register("cell", LatentOnlyCombiner)
+
+
+@hookimpl
+def register_presets(register):
+    for name, (_, description) in PRESETS.items():
+        register(name, preset_factory(name), description=description)

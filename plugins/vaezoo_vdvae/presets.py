@@ -1,0 +1,106 @@
+"""VDVAE specs (Child 2021), assembled by the generic hierarchical assembler (``HierarchicalVAE``).
+
+VDVAE keeps one width at every resolution (``channel_multiplier: 1``); every cell is a bottleneck residual block;
+the posterior of a group reads the encoder activation concatenated with the decoder state (``DecoderCombiner``,
+``conv1x1(cat[feature, state])``, here used on the encoder side); each group's prior and posterior are bottleneck
+Gaussians and the sample is injected into the state by ``ZInjectionCombiner``. Train with ``GradientSkipping``
+around ``ELBO`` (and ``trainer.grad_clip``), as VDVAE does.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from vaezoo.models import expand_groups_per_scale
+
+
+def residual_depth(
+    num_latent_scales: int, groups_per_scale: int | list[int], cells_per_group: int, preprocess_blocks: int,
+    preprocess_cells: int,
+) -> int:  # fmt: skip
+    """The number of residual blocks on the top-down path (VDVAE's ``n_blocks``, for the 1/sqrt(depth) scaling)."""
+    groups = sum(expand_groups_per_scale(num_latent_scales, groups_per_scale))
+    return (groups - 1) * cells_per_group + (num_latent_scales - 1) + preprocess_blocks * preprocess_cells
+
+
+def vdvae_spec(
+    *,
+    image_shape: list[int],
+    likelihood: dict,
+    width: int,
+    latent_channels: int,
+    num_latent_scales: int,
+    groups_per_scale: int | list[int],
+    cells_per_group: int = 1,
+    preprocess_blocks: int = 1,
+    preprocess_cells: int = 1,
+    bottleneck_ratio: float = 0.25,
+) -> dict:
+    depth = residual_depth(num_latent_scales, groups_per_scale, cells_per_group, preprocess_blocks, preprocess_cells)
+    block = {"class_path": "BottleneckBlock", "init_args": {"bottleneck_ratio": bottleneck_ratio, "depth": depth}}
+    gaussian = {"bottleneck_ratio": bottleneck_ratio}
+    init_args: dict[str, Any] = {
+        "image_shape": list(image_shape),
+        "likelihood": copy.deepcopy(likelihood),
+        "stem": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3}},
+        "preprocess_cell": copy.deepcopy(block),
+        "encoder_cell": copy.deepcopy(block),
+        "encoder_combiner": {"class_path": "DecoderCombiner"},
+        "encoder_head": copy.deepcopy(block),
+        "posterior": {"class_path": "BottleneckNormalPosterior", "init_args": dict(gaussian)},
+        "top_prior": {"class_path": "StandardNormalPrior"},
+        "prior": {"class_path": "BottleneckNormalPrior", "init_args": dict(gaussian)},
+        "decoder_cell": copy.deepcopy(block),
+        "decoder_combiner": {"class_path": "ZInjectionCombiner", "init_args": {"depth": depth}},
+        "postprocess_cell": copy.deepcopy(block),
+        "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 1, "elu_before": True}},
+        "flow": None,
+        "num_flows": 0,
+        "encoder_channels": width,
+        "decoder_channels": width,
+        "latent_channels": latent_channels,
+        "num_latent_scales": num_latent_scales,
+        "groups_per_scale": groups_per_scale,
+        "adaptive_groups": False,
+        "min_groups_per_scale": 1,
+        "encoder_cells_per_group": cells_per_group,
+        "decoder_cells_per_group": cells_per_group,
+        "preprocess_blocks": preprocess_blocks,
+        "preprocess_cells": preprocess_cells,
+        "postprocess_blocks": preprocess_blocks,
+        "postprocess_cells": preprocess_cells,
+        "channel_multiplier": 1,
+        "center_input": True,
+    }
+    return {"class_path": "HierarchicalVAE", "init_args": init_args}
+
+
+#: name -> (spec keyword arguments, description); ``vdvae-mnist`` is the model of recipes/vdvae_mnist.yaml
+PRESETS: dict[str, tuple[dict, str]] = {
+    "vdvae-mnist": (
+        dict(
+            image_shape=[1, 32, 32], likelihood={"class_path": "BernoulliLikelihood", "init_args": {"crop": 2}},
+            width=32, latent_channels=8, num_latent_scales=3, groups_per_scale=2,
+        ),
+        "VDVAE (Child 2021), width 32, latents at 16x16, 8x8 and 4x4 (2 groups each), for padded binarised digits",
+    ),
+    "test-vdvae": (
+        dict(
+            image_shape=[1, 8, 8], likelihood={"class_path": "BernoulliLikelihood"}, width=4, latent_channels=2,
+            num_latent_scales=2, groups_per_scale=1,
+        ),
+        "a tiny VDVAE for tests (8x8 binary images)",
+    ),
+}  # fmt: skip
+
+
+def preset_factory(name: str):
+    kwargs = PRESETS[name][0]
+
+    def factory(**overrides: Any) -> dict:
+        spec = vdvae_spec(**copy.deepcopy(kwargs))
+        spec["init_args"].update(overrides)
+        return spec
+
+    return factory

@@ -1,0 +1,164 @@
+"""The NVAE objective and regularisers: schedules, KL balancing, loss association, power iteration state."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d
+from vaezoo_nvae.objective import (
+    NVAEObjective,
+    balance_kl,
+    importance_weighted_bound,
+    kl_balance_alpha,
+    kl_warmup_coefficient,
+    nelbo,
+    readjust_batchnorm,
+)
+from vaezoo_nvae.regularizers import BatchNormScaleRegularizer, SpectralRegularizer
+
+import vaezoo
+
+
+def _convs() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        WeightNormConv2d(3, 4, 3),
+        WeightNormConv2d(3, 4, 3),
+        WeightNormConv2d(6, 4, 1, weight_norm=False),  # a 4 x 6 matrix, used as it is
+        MaskedWeightNormConv2d(4, 8, 3, zero_diagonal=True),
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+    )
+
+
+def _exact_spectral_sum(model: nn.Module) -> float:
+    total = 0.0
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            w = m.effective_weight() if hasattr(m, "effective_weight") else m.weight
+            total += torch.linalg.matrix_norm(w.detach().double().flatten(1), ord=2).item()
+    return total
+
+
+def test_spectral_regularizer_converges_to_the_sum_of_spectral_norms():
+    model = _convs()
+    reg = SpectralRegularizer(num_power_iterations=50)
+    value = reg(model)
+    assert value.item() == pytest.approx(_exact_spectral_sum(model), rel=1e-4)
+    # weights of equal matrix shape share one stacked iteration: (4, 27) x3 (incl. the plain conv), (4, 6), (8, 36)
+    assert {name: tuple(buf.shape) for name, buf in reg.named_buffers()} == {
+        "u_4x27": (3, 4), "v_4x27": (3, 27), "u_4x6": (1, 4), "v_4x6": (1, 6), "u_8x36": (1, 8), "v_8x36": (1, 36),
+    }  # fmt: skip
+    value.backward()
+    assert model[0].log_weight_norm.grad is not None and model[3].weight.grad is not None
+
+
+def test_spectral_first_call_runs_ten_times_the_iterations_from_cpu_draws():
+    model = _convs()
+    torch.manual_seed(5)
+    first = SpectralRegularizer(num_power_iterations=4)(model)
+    torch.manual_seed(5)
+    manual = SpectralRegularizer(num_power_iterations=40, first_call_multiplier=1)(model)
+    torch.testing.assert_close(first, manual, rtol=0, atol=0)
+
+
+def test_spectral_vectors_are_saved_and_restored_lazily():
+    model = _convs()
+    objective = NVAEObjective(regularizers=[SpectralRegularizer(), BatchNormScaleRegularizer()], total_steps=10)
+    objective.regularizers[0](model)
+    state = objective.state_dict()
+    assert {k for k in state if ".u_" in k or ".v_" in k} == {
+        "regularizers.0.u_4x27", "regularizers.0.v_4x27", "regularizers.0.u_4x6", "regularizers.0.v_4x6",
+        "regularizers.0.u_8x36", "regularizers.0.v_8x36",
+    }  # fmt: skip
+    fresh = NVAEObjective(regularizers=[SpectralRegularizer(), BatchNormScaleRegularizer()], total_steps=10)
+    fresh.load_state_dict(state, strict=True)
+    torch.testing.assert_close(objective.regularizers[0](model), fresh.regularizers[0](model), rtol=0, atol=0)
+
+
+def test_batchnorm_regularizer_is_the_sum_of_max_abs_scales():
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.BatchNorm2d(2), nn.BatchNorm2d(2, affine=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([0.5, -2.0, 1.0]))
+        model[1].weight.copy_(torch.tensor([0.25, -0.1]))
+    assert BatchNormScaleRegularizer()(model).item() == pytest.approx(2.25)
+
+
+def test_kl_warmup_and_regularisation_weight_schedules():
+    assert kl_warmup_coefficient(3, 1200, 0.3, 1e-4, 1e-4) == pytest.approx(0.008)
+    assert kl_warmup_coefficient(0, 1200, 0.3, 1e-4, 1e-4) == 1e-4
+    assert kl_warmup_coefficient(1000, 1200, 0.3, 1e-4, 1e-4) == 1.0
+    objective = NVAEObjective(regularization_weight=1e-2, regularization_weight_init=1.0, total_steps=100)
+    assert objective.regularization_coefficient(0.0) == pytest.approx(1.0)
+    assert objective.regularization_coefficient(0.5) == pytest.approx(0.1)
+    assert objective.regularization_coefficient(1.0) == pytest.approx(1e-2)
+    assert NVAEObjective(regularization_weight=0.1).regularization_coefficient(0.3) == 0.1
+    with pytest.raises(ValueError, match="set_total_steps"):
+        NVAEObjective().kl_coefficient(1)
+
+
+def test_kl_balancing():
+    # the 'square' scheme: 4^s / (groups at decoder scale s), normalised to min 1
+    assert kl_balance_alpha([0, 0, 1, 1]).tolist() == [1, 1, 4, 4]
+    assert kl_balance_alpha([0, 0, 1, 1, 1, 1]).tolist() == [1, 1, 2, 2, 2, 2]
+    kl = torch.tensor([[1.0, 3.0], [10.0, 30.0], [0.0, 4.0]])  # [G=3, B=2]
+    alpha = torch.tensor([1.0, 1.0, 2.0])
+    balanced, gamma, vals = balance_kl(kl, 0.5, alpha)
+    c = (kl.abs().mean(1) + 0.01) / alpha * (kl.abs().mean(1) + 0.01).sum()
+    expected_gamma = c / c.mean()
+    torch.testing.assert_close(gamma, expected_gamma)
+    torch.testing.assert_close(balanced, 0.5 * (kl * expected_gamma[:, None]).sum(0))
+    torch.testing.assert_close(vals, kl.mean(1))
+    # no balancing once the warm-up is over
+    balanced, gamma, _ = balance_kl(kl, 1.0, alpha)
+    torch.testing.assert_close(balanced, kl.sum(0))
+    torch.testing.assert_close(gamma, torch.ones(3))
+
+
+def test_objective_loss_association_and_metrics():
+    torch.manual_seed(0)
+    model = vaezoo.create("test-nvae")
+    objective = NVAEObjective(total_steps=1000, regularization_weight=0.05)
+    x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.5))
+    noise = [torch.randn(s) for s in model.latent_shapes(3)]
+    torch.manual_seed(1)
+    loss, metrics = objective(model, x, step=20, noise=noise)
+    out = model(x, noise=noise)
+    kl_coeff = kl_warmup_coefficient(20, 1000, 0.3, 1e-4, 1e-4)
+    balanced, _, _ = balance_kl(out.kl, kl_coeff, kl_balance_alpha(model.group_scales))
+    torch.manual_seed(1)
+    reference = SpectralRegularizer()
+    spectral, bn = reference(model), BatchNormScaleRegularizer()(model)
+    expected = torch.mean(out.recon + balanced) + (spectral * 0.05 + bn * 0.05)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    assert metrics["kl_coeff"] == kl_coeff and metrics["regularization_weight"] == 0.05
+    torch.testing.assert_close(metrics["nelbo"], nelbo(out).mean())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    # without regularisers the loss is the balanced NELBO
+    plain, _ = NVAEObjective(total_steps=1000, regularizers=[])(model, x, step=20, noise=noise)
+    torch.testing.assert_close(plain, torch.mean(out.recon + balanced))
+
+
+def test_importance_weighted_bound_and_bn_readjustment():
+    torch.manual_seed(0)
+    model = vaezoo.create("test-nvae").eval()
+    x = torch.bernoulli(torch.full((2, 1, 8, 8), 0.5))
+    noise = [[torch.randn(s) for s in model.latent_shapes(2)] for _ in range(3)]
+    iw = importance_weighted_bound(model, x, 3, noise=noise)
+    with torch.no_grad():
+        log_iw = torch.stack([model(x, noise=n).log_iw for n in noise])
+    torch.testing.assert_close(iw["log_iw"], log_iw)
+    torch.testing.assert_close(iw["neg_log_p"], -(torch.logsumexp(log_iw, 0) - math.log(3)).mean())
+    assert iw["neg_log_p"] <= iw["nelbo"] + 1e-4  # the IW bound is tighter than the ELBO on average (K=3 here)
+
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [bn.running_mean.clone() for bn in bns]
+    readjust_batchnorm(model, 4, 0.8, 2)
+    assert not model.training
+    changed = [not torch.equal(b, bn.running_mean) for b, bn in zip(before, bns, strict=True)]
+    encoder_bns = {id(m) for m in model.encoder_tower.modules()} | {id(m) for m in model.preprocess.modules()}
+    assert any(changed) and not any(c for c, bn in zip(changed, bns, strict=True) if id(bn) in encoder_bns)
