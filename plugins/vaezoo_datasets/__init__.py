@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from vaezoo import hookimpl
 from vaezoo.data import CIFAR10, FFHQ256, MNIST, BundledMNIST, CelebA64, CelebAHQ256, ImageFolder, ImageNet32
+from vaezoo.data.random_images import RandomImages
 
-DATA_MODULES = (BundledMNIST, MNIST, CIFAR10, CelebA64, CelebAHQ256, FFHQ256, ImageNet32, ImageFolder)
+DATA_MODULES = (BundledMNIST, MNIST, CIFAR10, CelebA64, CelebAHQ256, FFHQ256, ImageNet32, ImageFolder, RandomImages)
 
 
 @hookimpl
