@@ -28,12 +28,14 @@ channel counts and strides it needs:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..interfaces import (
     Cell,
@@ -73,6 +75,22 @@ def expand_groups_per_scale(
     if min(out) < 1:
         raise ValueError(f"every latent scale needs at least one group, got {out}")
     return out
+
+
+@contextmanager
+def _frozen_batch_norm(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers keep their running statistics while a checkpointed cell is recomputed."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(layers, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 class HierarchicalVAE(GenerativeModel):
@@ -154,6 +172,8 @@ class HierarchicalVAE(GenerativeModel):
         self.num_flows = num_flows
         self.center_input = center_input
         self.likelihood = likelihood
+        #: recompute cells in the backward pass instead of keeping their activations (trainer switch)
+        self.gradient_checkpointing = False
         mult = channel_multiplier
         enc, dec = encoder_channels, decoder_channels
 
@@ -246,17 +266,17 @@ class HierarchicalVAE(GenerativeModel):
         return [(batch_size, self.latent_channels, h * 2**s, w * 2**s) for s in self.group_scales]
 
     # -- encoder / decoder -------------------------------------------------------------------------
-    def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def encoder_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The encoder head's output and the remembered encoder features (in the decoder's order)."""
-        s = self.stem(2 * x - 1.0 if self.center_input else x)
+        s = self._cell(self.stem, 2 * x - 1.0 if self.center_input else x)
         for cell in self.preprocess:
-            s = cell(s)
+            s = self._cell(cell, s)
         features = []
         for role, module in zip(self.encoder_roles, self.encoder_tower, strict=True):
             if role == "combiner":
                 features.append(s)
             else:
-                s = module(s)
+                s = self._cell(module, s)
         features.reverse()
         return self.encoder_head(s), features
 
@@ -267,7 +287,7 @@ class HierarchicalVAE(GenerativeModel):
 
     def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput:
         x = self.likelihood.preprocess(x)
-        top_features, features = self.encode(x)
+        top_features, features = self.encoder_features(x)
         combiners = self._encoder_combiners()
         state = self.decoder_input.unsqueeze(0).expand(x.size(0), -1, -1, -1)
         with_flows = self.num_flows > 0
@@ -276,11 +296,12 @@ class HierarchicalVAE(GenerativeModel):
         priors: list[LatentDistribution] = []
         flow_outputs: list[Tensor] = []
         drawn: list[Tensor] = []
+        latents: list[Tensor] = []
         kl, kl_diag, log_q, log_p = [], [], None, None
         group = 0
         for role, module in zip(self.decoder_roles, self.decoder_tower, strict=True):
             if role == "cell":
-                state = module(state)
+                state = self._cell(module, state)
                 continue
             shape = (x.size(0), self.latent_channels, *state.shape[2:])
             prior = self.priors[group](state, shape)
@@ -311,6 +332,7 @@ class HierarchicalVAE(GenerativeModel):
             posteriors.append(q)
             priors.append(prior)
             drawn.append(eps)
+            latents.append(z)
             state = module(state, z)
             group += 1
 
@@ -321,6 +343,7 @@ class HierarchicalVAE(GenerativeModel):
             "posteriors": posteriors,
             "priors": priors,
             "flow_outputs": flow_outputs,
+            "latents": latents,
         }
         return ModelOutput(
             recon=recon, kl=torch.stack(kl), log_q=log_q, log_p=log_p, params=params, noise=drawn, extras=extras
@@ -328,21 +351,50 @@ class HierarchicalVAE(GenerativeModel):
 
     def decode_state(self, state: Tensor) -> Tensor:
         for cell in self.postprocess:
-            state = cell(state)
+            state = self._cell(cell, state)
         return self.decoder_head(state)
 
-    def sample_params(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
+    def _cell(self, cell: nn.Module, state: Tensor) -> Tensor:
+        """A cell, recomputed in the backward pass when gradient checkpointing is on (BatchNorm running
+        statistics are updated once, in the forward pass, not again when recomputing)."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(cell, state, use_reentrant=False, context_fn=lambda: (nullcontext(), _frozen_batch_norm(cell)))
+        return cell(state)
+
+    def _decode(self, n: int, latent_for_group: Callable[[int, Tensor, tuple[int, ...]], Tensor]) -> Tensor:
         state = self.decoder_input.unsqueeze(0).expand(n, -1, -1, -1)
         group = 0
         for role, module in zip(self.decoder_roles, self.decoder_tower, strict=True):
             if role == "cell":
-                state = module(state)
+                state = self._cell(module, state)
                 continue
-            shape = (n, self.latent_channels, *state.shape[2:])
-            z, _ = self.priors[group](state, shape, temperature).sample(noise[group] if noise is not None else None)
+            z = latent_for_group(group, state, (n, self.latent_channels, *state.shape[2:]))
             state = module(state, z)
             group += 1
         return self.decode_state(state)
+
+    def sample_params(self, n: int, temperature: float | list[float] = 1.0, noise: list[Tensor] | None = None) -> Tensor:
+        """Likelihood parameters of ``n`` samples; ``temperature`` is one value or one per group (top first)."""
+        temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature] * self.num_groups
+        if len(temperatures) != self.num_groups:
+            raise ValueError(f"{len(temperatures)} temperatures given for {self.num_groups} latent groups")
+
+        def prior_sample(group: int, state: Tensor, shape: tuple[int, ...]) -> Tensor:
+            prior = self.priors[group](state, shape, temperatures[group])
+            return prior.sample(noise[group] if noise is not None else None)[0]
+
+        return self._decode(n, prior_sample)
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The latents the decoder receives for ``x`` with zero noise (posterior means, after the flows)."""
+        zeros = [torch.zeros(shape, device=x.device, dtype=x.dtype) for shape in self.latent_shapes(x.size(0))]
+        return self(x, noise=zeros).extras["latents"]
+
+    def decode(self, latents: list[Tensor]) -> Tensor:
+        """Likelihood means for given latents (one tensor per group, top first)."""
+        if len(latents) != self.num_groups:
+            raise ValueError(f"{len(latents)} latents given for {self.num_groups} latent groups")
+        return self.likelihood.mean(self._decode(latents[0].size(0), lambda group, state, shape: latents[group]))
 
     # -- contract example ------------------------------------------------------------------------
     @classmethod
