@@ -15,7 +15,7 @@ from . import pretrained
 from .cells import DecoderCombiner, DepthwiseResidualCell, EncoderCombiner, ResidualCell, WeightNormConvCell
 from .distributions import FixedNormalPrior, NormalPosterior, NormalPrior, ResidualNormalPosterior, SoftClampedNormal
 from .flows import PairedAutoregressiveFlow
-from .likelihoods import DiscretizedLogisticMixture, PaddedBernoulli, SoftClampedNormalLikelihood
+from .likelihoods import DiscretizedLogisticMixture, SoftClampedNormalLikelihood
 from .objective import NVAEObjective
 from .regularizers import BatchNormScaleRegularizer, SpectralRegularizer
 
@@ -30,7 +30,6 @@ __all__ = [
     "NVAEObjective",
     "NormalPosterior",
     "NormalPrior",
-    "PaddedBernoulli",
     "PairedAutoregressiveFlow",
     "ResidualCell",
     "ResidualNormalPosterior",
@@ -45,7 +44,7 @@ _COMPONENTS = {
     "prior": [FixedNormalPrior, NormalPrior],
     "posterior": [ResidualNormalPosterior, NormalPosterior],
     "flow": [PairedAutoregressiveFlow],
-    "likelihood": [PaddedBernoulli, DiscretizedLogisticMixture, SoftClampedNormalLikelihood],
+    "likelihood": [DiscretizedLogisticMixture, SoftClampedNormalLikelihood],
     "regularizer": [SpectralRegularizer, BatchNormScaleRegularizer],
     "objective": [NVAEObjective],
     "model": [HierarchicalVAE],

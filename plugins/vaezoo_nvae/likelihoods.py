@@ -1,10 +1,9 @@
-"""NVAE's output distributions: Bernoulli on a cropped area, the discretised logistic mixture with autoregressive
+"""NVAE's output distributions: the discretised logistic mixture with autoregressive
 RGB means, and a soft-clamped continuous Normal."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,49 +20,6 @@ def reduce_bits(x: Tensor, num_bits: int) -> Tensor:
         return x
     x = torch.floor(x * 255 / 2 ** (8 - num_bits))
     return x / (2**num_bits - 1)
-
-
-class PaddedBernoulli(Likelihood):
-    """Independent Bernoulli pixels from logits, scored only inside a ``crop``-pixel border (e.g. MNIST's 28x28
-    digits padded to 32x32). Reported in nats."""
-
-    report_unit = "nats"
-
-    def __init__(self, crop: int = 2) -> None:
-        super().__init__()
-        self.crop = crop
-
-    def param_channels(self, data_channels: int) -> int:
-        return data_channels
-
-    def _crop(self, t: Tensor) -> Tensor:
-        c = self.crop
-        return t[:, :, c:-c, c:-c] if c else t
-
-    def log_prob_map(self, params: Tensor, x: Tensor) -> Tensor:
-        """Per-pixel log-probability ``[B, C, H, W]`` (uncropped)."""
-        return -F.binary_cross_entropy_with_logits(params, x, reduction="none")
-
-    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        return torch.sum(self._crop(self.log_prob_map(params, x)), dim=[1, 2, 3])
-
-    def sample(self, params: Tensor, temperature: float = 1.0) -> Tensor:
-        return torch.bernoulli(torch.sigmoid(params))
-
-    def mean(self, params: Tensor) -> Tensor:
-        return torch.sigmoid(params)
-
-    def num_scored_dims(self, data_shape: Sequence[int]) -> int:
-        c, h, w = data_shape
-        return c * (h - 2 * self.crop) * (w - 2 * self.crop)
-
-    @classmethod
-    def example(cls) -> Example:
-        logits = torch.randn(2, 1, 8, 8, requires_grad=True)
-        x = torch.bernoulli(torch.full((2, 1, 8, 8), 0.5))
-        return Example(
-            build=lambda: cls(crop=2), inputs=(logits, x), output_shape=(2,), call=lambda m, i: m.log_prob(*i)
-        )
 
 
 class DiscretizedLogisticMixture(Likelihood):

@@ -57,7 +57,7 @@ def dataset_geometry(dataset: str) -> tuple[int, int]:
 def likelihood_spec(dataset: str, num_mixture_dec: int = 10, num_x_bits: int = 8) -> dict:
     channels, _ = dataset_geometry(dataset)
     if channels == 1:
-        return {"class_path": "PaddedBernoulli", "init_args": {"crop": 2}}
+        return {"class_path": "BernoulliLikelihood", "init_args": {"crop": 2}}
     if num_mixture_dec == 1:
         return {"class_path": "SoftClampedNormalLikelihood", "init_args": {"num_bits": num_x_bits}}
     return {
@@ -241,7 +241,7 @@ _SMALL: dict[str, tuple[dict, str]] = {
     ),
     "test-nvae": (
         dict(
-            image_shape=[1, 8, 8], likelihood={"class_path": "PaddedBernoulli", "init_args": {"crop": 0}},
+            image_shape=[1, 8, 8], likelihood={"class_path": "BernoulliLikelihood", "init_args": {"crop": 0}},
             channels_enc=2, channels_dec=2, num_latent_scales=2, groups_per_scale=2, ada_groups=True,
             latent_per_group=2, cells_per_group_enc=1, cells_per_group_dec=1, preprocess_blocks=1,
             preprocess_cells=1, postprocess_blocks=1, postprocess_cells=1, num_nf=1,

@@ -10,7 +10,8 @@ from torch import nn
 from vaezoo_nvae.distributions import FixedNormalPrior, NormalPosterior, ResidualNormalPosterior, SoftClampedNormal
 from vaezoo_nvae.flows import AutoregressiveShiftCell, PairedAutoregressiveFlow
 from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d, channel_mask
-from vaezoo_nvae.likelihoods import DiscretizedLogisticMixture, PaddedBernoulli, reduce_bits
+from vaezoo.likelihoods import BernoulliLikelihood
+from vaezoo_nvae.likelihoods import DiscretizedLogisticMixture, reduce_bits
 
 import vaezoo
 
@@ -94,7 +95,7 @@ def test_residual_posterior_sums_raw_parameters_before_clamping():
 
 
 def test_bernoulli_scores_only_the_crop():
-    likelihood = PaddedBernoulli(crop=2)
+    likelihood = BernoulliLikelihood(crop=2)
     logits, x = torch.randn(2, 1, 32, 32), torch.bernoulli(torch.full((2, 1, 32, 32), 0.5))
     changed = x.clone()
     changed[..., :2, :] = 1 - changed[..., :2, :]
