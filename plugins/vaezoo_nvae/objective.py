@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vaezoo.evaluation.bn import readjust_batchnorm as readjust_batchnorm_core
+from vaezoo.evaluation.metrics import importance_samples
 from vaezoo.interfaces import Example, GenerativeModel, ModelOutput, Objective, Regularizer
 
 from .regularizers import BatchNormScaleRegularizer, SpectralRegularizer
@@ -77,24 +79,12 @@ def nelbo(out: ModelOutput) -> Tensor:
 def importance_weighted_bound(
     model: GenerativeModel, x: Tensor, num_samples: int, noise: Sequence[list[Tensor]] | None = None
 ) -> dict[str, Tensor]:
-    """The importance-weighted estimate of ``-log p(x)`` with ``num_samples`` posterior samples per example.
-
-    Returns ``log_iw [K, B]`` (``-recon - log q + log p``), ``neg_log_p`` (batch mean of
-    ``-(logsumexp_k log_iw - log K)``) and ``nelbo`` (mean over examples and samples). Runs without gradients.
-    """
-    log_iw, nelbos = [], []
+    """The official ``test()`` numbers from vaezoo's batched estimator: ``log_iw [K, B]``, ``neg_log_p`` (batch
+    mean of ``-(logsumexp_k log_iw - log K)``) and ``nelbo`` (mean over examples and samples)."""
     with torch.no_grad():
-        for k in range(num_samples):
-            out = model(x, noise=noise[k] if noise is not None else None)
-            nelbos.append(nelbo(out))
-            log_iw.append(out.log_iw)
-        stacked = torch.stack(log_iw, dim=1)  # [B, K]
-        log_px = torch.logsumexp(stacked, dim=1) - math.log(num_samples)
-        return {
-            "log_iw": stacked.t(),
-            "neg_log_p": -torch.mean(log_px),
-            "nelbo": torch.mean(torch.stack(nelbos, dim=1)),
-        }
+        log_iw, nelbos = importance_samples(model, x, num_samples, noise=noise)
+    log_px = torch.logsumexp(log_iw, dim=0) - math.log(num_samples)
+    return {"log_iw": log_iw, "neg_log_p": -torch.mean(log_px), "nelbo": torch.mean(nelbos)}
 
 
 def readjust_batchnorm(
@@ -104,13 +94,8 @@ def readjust_batchnorm(
     iterations: int,
     noise: Sequence[list[Tensor]] | None = None,
 ) -> None:
-    """Re-estimate BatchNorm running statistics from prior samples at ``temperature`` (train-mode sampling under
-    ``no_grad``, ``iterations`` batches of ``num_samples``); leaves the model in eval mode."""
-    model.train()
-    with torch.no_grad():
-        for i in range(iterations):
-            model.sample_params(num_samples, temperature, noise[i] if noise is not None else None)
-    model.eval()
+    """NVAE's ``set_bn``: :func:`vaezoo.evaluation.bn.readjust_batchnorm` with the official argument order."""
+    readjust_batchnorm_core(model, iterations, num_samples, temperature, noise)
 
 
 class NVAEObjective(Objective):

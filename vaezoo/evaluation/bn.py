@@ -8,16 +8,26 @@ momentum), then it goes back to eval mode. Only the layers on the sampling path 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import Tensor
 
 from ..interfaces import GenerativeModel
 
 
 @torch.no_grad()
-def readjust_batchnorm(model: GenerativeModel, iterations: int, batch_size: int = 16, temperature: float | list[float] = 1.0) -> None:
+def readjust_batchnorm(
+    model: GenerativeModel,
+    iterations: int,
+    batch_size: int = 16,
+    temperature: float | list[float] = 1.0,
+    noise: Sequence[list[Tensor]] | None = None,
+) -> None:
+    """``noise[i]``, when given, is the noise of iteration i (one tensor per latent group, top first)."""
     model.train()
     try:
-        for _ in range(iterations):
-            model.sample_params(batch_size, temperature)
+        for i in range(iterations):
+            model.sample_params(batch_size, temperature, noise[i] if noise is not None else None)
     finally:
         model.eval()

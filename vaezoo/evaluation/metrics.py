@@ -8,6 +8,7 @@ Results are in nats per example and, for bits/dim likelihoods, in bits per score
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -88,26 +89,41 @@ def evaluate(
     )
 
 
-def iw_log_likelihood(model: GenerativeModel, x: torch.Tensor, k: int, max_batch: int = 2000) -> torch.Tensor:
-    """log p(x) estimated as ``logsumexp_k(log w_k) - log k`` per example (in float32).
+def importance_samples(
+    model: GenerativeModel, x: torch.Tensor, k: int, max_batch: int = 2000, noise: Sequence[list[torch.Tensor]] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_w, nelbo)``, both ``[k, B]``: the log importance weight ``-recon - log q + log p`` and the
+    negative ELBO of each of k posterior samples of every example (in float32).
 
-    The noise of importance sample j is drawn in order, one standard-normal tensor per latent group,
-    so the estimate does not depend on how the k samples are chunked into batched forward passes:
-    chunks of ``max_batch // B`` samples give the same numbers as k sequential passes.
+    The k samples run as batched forward passes of the batch repeated, ``max_batch // B`` samples at a time.
+    The noise of sample j is drawn in order, one standard-normal tensor per latent group (or taken from
+    ``noise[j]``), so the result does not depend on the chunking: it equals k sequential passes.
     """
     b = x.shape[0]
     per_chunk = max(1, max_batch // b)
     shapes = model.latent_shapes(b)
-    log_w = []
+    log_w, nelbo = [], []
     done = 0
     while done < k:
         n = min(per_chunk, k - done)
-        draws = [[torch.randn(shape, device=x.device) for shape in shapes] for _ in range(n)]
-        noise = [torch.cat([draw[g] for draw in draws]) for g in range(len(shapes))]
-        out = model(x.repeat(n, *([1] * (x.ndim - 1))), noise=noise)
+        if noise is not None:
+            draws = [noise[done + j] for j in range(n)]
+        else:
+            draws = [[torch.randn(shape, device=x.device) for shape in shapes] for _ in range(n)]
+        stacked = [torch.cat([draw[g] for draw in draws]) for g in range(len(shapes))]
+        out = model(x.repeat(n, *([1] * (x.ndim - 1))), noise=stacked)
         log_w.append(out.log_iw.float().view(n, b))
+        nelbo.append(out.nelbo.float().view(n, b))
         done += n
-    return torch.logsumexp(torch.cat(log_w, 0), dim=0) - math.log(k)
+    return torch.cat(log_w), torch.cat(nelbo)
+
+
+def iw_log_likelihood(
+    model: GenerativeModel, x: torch.Tensor, k: int, max_batch: int = 2000, noise: Sequence[list[torch.Tensor]] | None = None
+) -> torch.Tensor:
+    """log p(x) estimated as ``logsumexp_k(log w_k) - log k`` per example (see :func:`importance_samples`)."""
+    log_w, _ = importance_samples(model, x, k, max_batch, noise)
+    return torch.logsumexp(log_w, dim=0) - math.log(k)
 
 
 @torch.no_grad()
@@ -130,5 +146,5 @@ def active_units(model: GenerativeModel, dataset: Dataset, max_examples: int = 5
                 break
     finally:
         model.train(was_training)
-    per_group = zip(*means)
+    per_group = zip(*means, strict=True)
     return [int((torch.cat(group).var(0) > threshold).sum()) for group in per_group]
