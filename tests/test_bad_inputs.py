@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from vaezoo.cli import main
 
 CORPUS = sorted((Path(__file__).parent / "bad_inputs").glob("*.yaml"))

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 
 from conftest import REPO_ROOT
+
 from vaezoo.cli import main
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
-TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16"]
+TINY = [
+    "--model.init_args.latent_dim",
+    "4",
+    "--model.init_args.hidden_channels",
+    "4",
+    "--model.init_args.hidden_units",
+    "16",
+]
 
 
 def test_benchmark_writes_json(tmp_path, capsys):

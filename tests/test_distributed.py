@@ -10,9 +10,9 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import REPO_ROOT
 from torch import nn
 
-from conftest import REPO_ROOT
 from vaezoo.training.distributed import synchronise_batch_norm
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
@@ -37,7 +37,11 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
     out = ddp(shard)
     (out * out).mean().backward()
     torch.save(
-        {"out": out.detach(), "grads": [p.grad for p in net.parameters()], "running": [net[1].running_mean, net[1].running_var]},
+        {
+            "out": out.detach(),
+            "grads": [p.grad for p in net.parameters()],
+            "running": [net[1].running_mean, net[1].running_var],
+        },
         os.path.join(out_dir, f"rank{rank}.pt"),
     )
     dist.destroy_process_group()
@@ -51,7 +55,7 @@ def test_global_batch_norm_and_gradients_match_one_process(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach(), rtol=1e-5, atol=1e-6)
     for rank in ranks:  # DDP averaged the per-rank gradients of the two half-batch means
-        for got, expected in zip(rank["grads"], [p.grad for p in net.parameters()]):
+        for got, expected in zip(rank["grads"], [p.grad for p in net.parameters()], strict=False):
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(rank["running"][0], net[1].running_mean, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(rank["running"][1], net[1].running_var, rtol=1e-5, atol=1e-6)
@@ -61,12 +65,18 @@ def _fit(args, run_dir, nproc=None):
     common = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
               "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.max_steps", "12", "--trainer.log_every", "1",
               "--trainer.checkpoint_every", "6", "--trainer.keep_last", "5", "--trainer.tensorboard", "false", "--trainer.lr", "1e-2", "--trainer.warmup_steps", "0"]  # fmt: skip
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc
+        else [sys.executable]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([*launcher, "-m", "vaezoo", "fit", RECIPE, *common, *args, "--run_dir", str(run_dir)],
                             capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line], result
+    return [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
+    ], result
 
 
 def test_two_processes_follow_the_single_process_trajectory(tmp_path):
@@ -76,10 +86,13 @@ def test_two_processes_follow_the_single_process_trajectory(tmp_path):
     assert [r["global_batch"] for r in double] == [100] * 12
     first, last = single[0]["loss"], single[-1]["loss"]
     assert last < first - 5  # it trains
-    for a, b in zip(single, double):
+    for a, b in zip(single, double, strict=False):
         assert abs(a["loss"] - b["loss"]) <= 0.01 * a["loss"], (a["step"], a["loss"], b["loss"])
     # rank 0 alone wrote: one file per checkpoint step, one metrics line per step
-    assert sorted(p.name for p in (tmp_path / "double" / "checkpoints").iterdir()) == ["step_00000006.pt", "step_00000012.pt"]
+    assert sorted(p.name for p in (tmp_path / "double" / "checkpoints").iterdir()) == [
+        "step_00000006.pt",
+        "step_00000012.pt",
+    ]
     assert [r["step"] for r in double] == list(range(1, 13))
     ckpt = torch.load(tmp_path / "double" / "checkpoints" / "step_00000012.pt", weights_only=True)
     assert ckpt["rng"]["world_size"] == 2 and len(ckpt["rng"]["torch"]) == 2

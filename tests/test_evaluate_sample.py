@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 from PIL import Image
 
 import vaezoo
-from conftest import REPO_ROOT
 from vaezoo.cli import main
 from vaezoo.data import BundledMNIST
 from vaezoo.evaluation.metrics import iw_log_likelihood
@@ -62,7 +62,9 @@ def test_evaluate_model_folder_needs_data(run_dir, capsys):
 
 def test_sample_writes_grid_with_bn_readjustment(run_dir, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert main(["sample", str(run_dir), "--n", "9", "--temperature", "0.7", "--readjust_bn", "2", "--out", str(out)]) == 0
+    assert (
+        main(["sample", str(run_dir), "--n", "9", "--temperature", "0.7", "--readjust_bn", "2", "--out", str(out)]) == 0
+    )
     image = Image.open(out)
     assert image.size[0] == image.size[1] > 28 * 3
     assert main(["sample", str(run_dir), "--n", "0", "--out", str(out)]) == 2

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
@@ -60,8 +60,8 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize(
     "kills",
     [
-        [("optimizer_step", 4)],                                  # mid-training, between checkpoints
-        [("checkpoint_rename", 2)],                               # temp file written, never renamed
+        [("optimizer_step", 4)],  # mid-training, between checkpoints
+        [("checkpoint_rename", 2)],  # temp file written, never renamed
         [("optimizer_step", 3), ("checkpoint_rename", 1), ("optimizer_step", 2)],  # three crashes in a row
     ],
     ids=["mid-step", "mid-checkpoint-write", "repeated"],
@@ -69,11 +69,16 @@ def reference(tmp_path_factory):
 def test_kill_9_then_resume_is_exact(tmp_path, reference, kills):
     run_dir = tmp_path / "run"
     for target, n in kills:
-        result = _run(["--run_dir", str(run_dir), "--resume", "true" if list_checkpoints(run_dir / "checkpoints") else "false"], (target, str(n)))
+        result = _run(
+            ["--run_dir", str(run_dir), "--resume", "true" if list_checkpoints(run_dir / "checkpoints") else "false"],
+            (target, str(n)),
+        )
         assert result.returncode == -signal.SIGKILL
         for _, path in list_checkpoints(run_dir / "checkpoints"):
             load_checkpoint(path)  # every checkpoint that carries a final name is complete
-    result = _run(["--run_dir", str(run_dir), "--resume", "true" if list_checkpoints(run_dir / "checkpoints") else "false"])
+    result = _run(
+        ["--run_dir", str(run_dir), "--resume", "true" if list_checkpoints(run_dir / "checkpoints") else "false"]
+    )
     assert result.returncode == 0, result.stderr
     final = load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1][1])
     assert not [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]  # temporaries cleaned

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
 from conftest import REPO_ROOT
+
 from vaezoo.cli import main
 from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
@@ -49,7 +48,10 @@ def test_recipe_overlays_compose_left_to_right(tmp_path, capsys):
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
     first.write_text("trainer:\n  max_steps: 7\n  lr: 0.5\n")
     second.write_text("trainer:\n  max_steps: 9\n")
-    assert main(["fit", RECIPE, "--config", str(first), "--config", str(second), "--trainer.lr", "0.25", "--print_config"]) == 0
+    assert (
+        main(["fit", RECIPE, "--config", str(first), "--config", str(second), "--trainer.lr", "0.25", "--print_config"])
+        == 0
+    )
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["max_steps"] == 9 and printed["trainer"]["lr"] == 0.25
     assert printed["objective"]["class_path"].endswith("ELBO")
@@ -85,9 +87,17 @@ def test_bad_class_path_in_recipe_file_is_refused(tmp_path, capsys):
 
 
 def test_python_m_vaezoo_is_the_same_program(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vaezoo", "list", "dataset"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "vaezoo", "list", "dataset"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "BundledMNIST" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "vaezoo", "fit", "missing.yaml"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "vaezoo", "fit", "missing.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2 and "missing.yaml" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -96,7 +106,22 @@ def test_resume_is_bitwise_exact(tmp_path, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(["fit", RECIPE, *common, "--trainer.max_steps", "10", "--run_dir", str(full)]) == 0
     # the same run, stopped at step 4 (as if killed after the checkpoint), then resumed to 10
-    assert main(["fit", RECIPE, *common, "--trainer.max_steps", "10", "--run_dir", str(part), "--trainer.checkpoint_every", "4"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                RECIPE,
+                *common,
+                "--trainer.max_steps",
+                "10",
+                "--run_dir",
+                str(part),
+                "--trainer.checkpoint_every",
+                "4",
+            ]
+        )
+        == 0
+    )
     for _, path in list_checkpoints(part / "checkpoints")[1:]:
         path.unlink()  # keep only step 4
     assert [s for s, _ in list_checkpoints(part / "checkpoints")] == [4]
@@ -112,7 +137,10 @@ def test_resume_is_bitwise_exact(tmp_path, capsys):
 
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["fit", RECIPE, *TINY, "--trainer.max_steps", "2", "--trainer.eval_k", "0", "--run_dir", str(run_dir)]) == 0
+    assert (
+        main(["fit", RECIPE, *TINY, "--trainer.max_steps", "2", "--trainer.eval_k", "0", "--run_dir", str(run_dir)])
+        == 0
+    )
     before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert main(["fit", RECIPE, *TINY, "--trainer.max_steps", "2", "--run_dir", str(run_dir)]) == 2
     assert "already has checkpoints" in capsys.readouterr().err

@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 PLUGIN_SOURCE = textwrap.dedent(
@@ -72,7 +71,9 @@ def _vaezoo(args, site, cwd, env_extra=None):
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
     env["COLUMNS"] = "200"
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "vaezoo", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vaezoo", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _recipe(tmp_path: Path, prior_class_path: str) -> Path:
@@ -129,7 +130,9 @@ def test_blocked_by_name(plugin_site, tmp_path):
 def test_recipe_uses_third_party_prior(plugin_site, tmp_path, class_path):
     overlay = _recipe(tmp_path, class_path)
     run_dir = tmp_path / "run"
-    result = _vaezoo(["fit", "vae_mnist.yaml", "--config", str(overlay), "--run_dir", str(run_dir)], plugin_site, tmp_path)
+    result = _vaezoo(
+        ["fit", "vae_mnist.yaml", "--config", str(overlay), "--run_dir", str(run_dir)], plugin_site, tmp_path
+    )
     assert result.returncode == 0, result.stderr
     saved = (run_dir / "config.yaml").read_text()
     assert "vaezoo_broad_prior.BroadNormalPrior" in saved and "scale: 3.0" in saved

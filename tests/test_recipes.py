@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO_ROOT
 
 import vaezoo
-from conftest import REPO_ROOT
 from vaezoo.cli import main
 
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))

@@ -28,7 +28,9 @@ class WidePrior(Prior):
     @classmethod
     def example(cls):
         z = torch.randn(2, 3, requires_grad=True)
-        return Example(build=cls, inputs=(z,), output_shape=(2, 3), call=lambda m, i: m(None, i[0].shape).log_prob(i[0]))
+        return Example(
+            build=cls, inputs=(z,), output_shape=(2, 3), call=lambda m, i: m(None, i[0].shape).log_prob(i[0])
+        )
 
 
 class _WidePriorPlugin:

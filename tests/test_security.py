@@ -7,11 +7,19 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 SOURCES = sorted(p for root in ("vaezoo", "plugins") for p in (REPO_ROOT / root).rglob("*.py"))
-FORBIDDEN = {"eval", "exec", "builtins.eval", "builtins.exec", "pickle.load", "pickle.loads", "yaml.load", "yaml.unsafe_load"}
+FORBIDDEN = {
+    "eval",
+    "exec",
+    "builtins.eval",
+    "builtins.exec",
+    "pickle.load",
+    "pickle.loads",
+    "yaml.load",
+    "yaml.unsafe_load",
+}
 
 
 def _name(func: ast.expr) -> str:

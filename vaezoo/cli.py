@@ -41,7 +41,9 @@ class _OneLineParser(ArgumentParser):
 
 def build_parser(modules: dict[str, ModuleType] | None = None) -> ArgumentParser:
     modules = modules or command_modules()
-    parser = _OneLineParser(prog="vaezoo", description="A plugin-based zoo of deep hierarchical VAEs.", exit_on_error=False)
+    parser = _OneLineParser(
+        prog="vaezoo", description="A plugin-based zoo of deep hierarchical VAEs.", exit_on_error=False
+    )
     parser.add_argument("--version", action="version", version=f"vaezoo {__version__}")
     sub = parser.add_subcommands(dest="command", required=True)
     for name, module in modules.items():

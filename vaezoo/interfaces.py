@@ -13,8 +13,9 @@ component is tested by being registered.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +74,7 @@ class LatentDistribution(abc.ABC):
     def log_prob(self, z: Tensor) -> Tensor:
         """Elementwise log-density, same shape as ``z``."""
 
-    def kl(self, other: "LatentDistribution") -> Tensor:
+    def kl(self, other: LatentDistribution) -> Tensor:
         """Elementwise analytic KL(self || other) for diagonal Gaussians."""
         term = (self.mu - other.mu) / other.sigma
         ratio = self.sigma / other.sigma
@@ -105,7 +106,9 @@ class Prior(nn.Module, Component):
     kind = "prior"
 
     @abc.abstractmethod
-    def forward(self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0) -> LatentDistribution:
+    def forward(
+        self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0
+    ) -> LatentDistribution:
         """``latent_shape`` is ``[B, C, H, W]`` of the group's latent."""
 
 
@@ -243,9 +246,12 @@ class GenerativeModel(nn.Module, Component):
 
     def interpolate(self, x0: Tensor, x1: Tensor, steps: int = 8) -> Tensor:
         """Decodes of linear interpolations between the latents of two images: ``[steps, C, H, W]``."""
-        z0, z1 = self.encode(x0.unsqueeze(0) if x0.ndim == 3 else x0), self.encode(x1.unsqueeze(0) if x1.ndim == 3 else x1)
+        z0, z1 = (
+            self.encode(x0.unsqueeze(0) if x0.ndim == 3 else x0),
+            self.encode(x1.unsqueeze(0) if x1.ndim == 3 else x1),
+        )
         weights = torch.linspace(0, 1, steps, device=z0[0].device)
-        frames = [self.decode([(1 - w) * a + w * b for a, b in zip(z0, z1)]) for w in weights]
+        frames = [self.decode([(1 - w) * a + w * b for a, b in zip(z0, z1, strict=False)]) for w in weights]
         return torch.cat(frames)
 
     @property
@@ -283,7 +289,9 @@ class Objective(nn.Module, Component):
     kind = "objective"
 
     @abc.abstractmethod
-    def forward(self, model: GenerativeModel, x: Tensor, step: int, noise: list[Tensor] | None = None) -> tuple[Tensor, dict[str, Any]]: ...
+    def forward(
+        self, model: GenerativeModel, x: Tensor, step: int, noise: list[Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Any]]: ...
 
     def set_total_steps(self, total_steps: int) -> None:
         """Told by the trainer before training, for schedules defined as fractions of the run."""

@@ -51,4 +51,6 @@ class BernoulliLikelihood(Likelihood):
     def example(cls) -> Example:
         logits = torch.randn(2, 1, 8, 8, requires_grad=True)
         x = torch.bernoulli(torch.full((2, 1, 8, 8), 0.5))
-        return Example(build=lambda: cls(crop=1), inputs=(logits, x), output_shape=(2,), call=lambda m, i: m.log_prob(*i))
+        return Example(
+            build=lambda: cls(crop=1), inputs=(logits, x), output_shape=(2,), call=lambda m, i: m.log_prob(*i)
+        )

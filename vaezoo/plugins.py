@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
-from typing import Any, Iterator
+from typing import Any
 
 import pluggy
 

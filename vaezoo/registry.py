@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import RegistryError
 
@@ -103,7 +104,9 @@ class Registry:
             for entry in kind_entries.values():
                 if entry.class_path is None:
                     continue
-                if class_path in (entry.class_path, entry.name, entry.target.__name__) or _reexported(class_path, entry.target):
+                if class_path in (entry.class_path, entry.name, entry.target.__name__) or _reexported(
+                    class_path, entry.target
+                ):
                     return entry
         return None
 

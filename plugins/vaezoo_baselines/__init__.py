@@ -43,11 +43,15 @@ def _conv_vae_spec(**init_args):
 def register_presets(register):
     register(
         "vae-mnist",
-        lambda **o: _conv_vae_spec(**{"image_shape": [1, 28, 28], "latent_dim": 32, "hidden_channels": 32, "hidden_units": 256, **o}),
+        lambda **o: _conv_vae_spec(
+            **{"image_shape": [1, 28, 28], "latent_dim": 32, "hidden_channels": 32, "hidden_units": 256, **o}
+        ),
         description="convolutional VAE for 28x28 binarised digits (Bernoulli likelihood, 32 latents)",
     )
     register(
         "test-vae",
-        lambda **o: _conv_vae_spec(**{"image_shape": [1, 8, 8], "latent_dim": 3, "hidden_channels": 4, "hidden_units": 8, **o}),
+        lambda **o: _conv_vae_spec(
+            **{"image_shape": [1, 8, 8], "latent_dim": 3, "hidden_channels": 4, "hidden_units": 8, **o}
+        ),
         description="a tiny ConvVAE for tests",
     )

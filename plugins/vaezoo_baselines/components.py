@@ -15,7 +15,9 @@ from vaezoo.likelihoods import BernoulliLikelihood
 class StandardNormalPrior(Prior):
     """p(z) = N(0, I), scaled by the sampling temperature."""
 
-    def forward(self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0) -> LatentDistribution:
+    def forward(
+        self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0
+    ) -> LatentDistribution:
         zeros = torch.zeros(tuple(latent_shape), device=self.device_hint(state))
         return DiagonalNormal(zeros, zeros, temperature)
 
@@ -26,7 +28,9 @@ class StandardNormalPrior(Prior):
     @classmethod
     def example(cls) -> Example:
         z = torch.randn(3, 4, requires_grad=True)
-        return Example(build=cls, inputs=(z,), output_shape=(3, 4), call=lambda m, i: m(i[0], i[0].shape).log_prob(i[0]))
+        return Example(
+            build=cls, inputs=(z,), output_shape=(3, 4), call=lambda m, i: m(i[0], i[0].shape).log_prob(i[0])
+        )
 
 
 class GaussianPosterior(Posterior):
@@ -44,6 +48,9 @@ class GaussianPosterior(Posterior):
     def example(cls) -> Example:
         features = torch.randn(3, 8, requires_grad=True)
         noise = torch.randn(3, 4)
-        return Example(build=cls, inputs=(features, noise), output_shape=(3, 4), call=lambda m, i: m(i[0], None).sample(i[1])[0])
+        return Example(
+            build=cls, inputs=(features, noise), output_shape=(3, 4), call=lambda m, i: m(i[0], None).sample(i[1])[0]
+        )
+
 
 __all__ = ["BernoulliLikelihood", "GaussianPosterior", "StandardNormalPrior"]

@@ -10,10 +10,10 @@ from torch import nn
 from vaezoo_nvae.distributions import FixedNormalPrior, NormalPosterior, ResidualNormalPosterior, SoftClampedNormal
 from vaezoo_nvae.flows import AutoregressiveShiftCell, PairedAutoregressiveFlow
 from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d, channel_mask
-from vaezoo.likelihoods import BernoulliLikelihood
 from vaezoo_nvae.likelihoods import DiscretizedLogisticMixture, reduce_bits
 
 import vaezoo
+from vaezoo.likelihoods import BernoulliLikelihood
 
 
 def test_weight_norm_starts_near_the_raw_weight():

@@ -60,9 +60,9 @@ def test_gradient_checkpointing_changes_nothing_but_memory(model):
     for m in (model, twin):
         out = m(x, noise=noise)
         (out.nelbo.mean()).backward()
-    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+    for (name, a), b in zip(model.named_parameters(), twin.parameters(), strict=False):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
-    for (name, a), b in zip(model.named_buffers(), twin.buffers()):
+    for (name, a), b in zip(model.named_buffers(), twin.buffers(), strict=False):
         assert torch.equal(a, b), name  # running statistics updated once, not again when recomputing
 
 
@@ -70,4 +70,6 @@ def test_active_units_per_group(model):
     data = RandomImages(image_shape=model.image_shape, num_examples=50, binary=True)
     units = active_units(model, data.test_dataset(), max_examples=50)
     assert len(units) == model.num_groups
-    assert all(0 <= u <= model.latent_channels * s[2] * s[3] for u, s in zip(units, model.latent_shapes(1)))
+    assert all(
+        0 <= u <= model.latent_channels * s[2] * s[3] for u, s in zip(units, model.latent_shapes(1), strict=False)
+    )

@@ -68,7 +68,16 @@ def run(cfg) -> int:
         trainer = Trainer(**namespace_to_dict(cfg.trainer))
         for phase in bench.phases:
             results[phase] = benchmark_phase(
-                phase, model, objective, data, trainer, bench.batch_size, bench.warmup, bench.repeats, bench.k, bench.temperature
+                phase,
+                model,
+                objective,
+                data,
+                trainer,
+                bench.batch_size,
+                bench.warmup,
+                bench.repeats,
+                bench.k,
+                bench.temperature,
             )
     trainer_cfg = namespace_to_dict(cfg.trainer)
     report = {
@@ -76,14 +85,19 @@ def run(cfg) -> int:
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "device": trainer_cfg.get("device"),
-        "levers": {k: trainer_cfg.get(k) for k in ("precision", "channels_last", "compile_cells", "gradient_checkpointing", "adamax_foreach")},
+        "levers": {
+            k: trainer_cfg.get(k)
+            for k in ("precision", "channels_last", "compile_cells", "gradient_checkpointing", "adamax_foreach")
+        },
         **results,
     }
     table = Table(title="vaezoo benchmark (median of repeats)")
     for column in ("phase", "batch", "median s", "images/s", "peak RSS GiB"):
         table.add_column(column)
     for phase, r in results.items():
-        table.add_row(phase, str(r["batch_size"]), f"{r['median_s']:.4f}", f"{r['images_per_s']:.1f}", f"{r['peak_rss_gib']:.2f}")
+        table.add_row(
+            phase, str(r["batch_size"]), f"{r['median_s']:.4f}", f"{r['images_per_s']:.1f}", f"{r['peak_rss_gib']:.2f}"
+        )
     Console(soft_wrap=True).print(table)
     if bench.out:
         out = Path(bench.out)
@@ -107,8 +121,21 @@ def _run_isolated(phase: str) -> dict:
     argv = [a for a in sys.argv[1:]]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "phase.json")
-        cmd = [sys.executable, "-m", "vaezoo", *argv, "--bench.phases", f"[{phase}]", "--bench.isolate", "false", "--bench.out", out]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vaezoo",
+            *argv,
+            "--bench.phases",
+            f"[{phase}]",
+            "--bench.isolate",
+            "false",
+            "--bench.out",
+            out,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise VaezooError(f"benchmark phase {phase} failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}")
+            raise VaezooError(
+                f"benchmark phase {phase} failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
+            )
         return json.loads(Path(out).read_text())[phase]

@@ -16,8 +16,12 @@ HELP = "Report the test ELBO and the k-sample importance-weighted NLL of a model
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", type=str, help="run directory, model folder, local-dir:PATH, hf-hub:ORG/REPO or a pretrained name")
-    parser.add_argument("--data", type=dict | str | None, default=None, help="data module spec (default: the run's recipe)")
+    parser.add_argument(
+        "model", type=str, help="run directory, model folder, local-dir:PATH, hf-hub:ORG/REPO or a pretrained name"
+    )
+    parser.add_argument(
+        "--data", type=dict | str | None, default=None, help="data module spec (default: the run's recipe)"
+    )
     parser.add_argument("--k", type=int, default=100, help="importance samples (0: ELBO only)")
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--max_batch", type=int, default=2000, help="rows per batched forward pass of the k samples")
@@ -40,12 +44,19 @@ def run(cfg) -> int:
     result = evaluate(model, dataset, k=cfg.k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
     seconds = time.perf_counter() - started
     bits = getattr(model.likelihood, "num_bits", None)
-    protocol = f"{data.describe()}; {'%d-bit data; ' % bits if bits else ''}k={cfg.k} importance samples, batched"
+    depth = f"{bits}-bit data; " if bits else ""
+    protocol = f"{data.describe()}; {depth}k={cfg.k} importance samples, batched"
     console = Console(soft_wrap=True)
     console.print(f"[bold]{cfg.model}[/]: {result.describe()}")
     console.print(f"protocol: {protocol}; {seconds:.1f} s")
     if cfg.out:
-        payload = {**result.as_dict(), "protocol": protocol, "seconds": seconds, "model": cfg.model, "torch_threads": torch.get_num_threads()}
+        payload = {
+            **result.as_dict(),
+            "protocol": protocol,
+            "seconds": seconds,
+            "model": cfg.model,
+            "torch_threads": torch.get_num_threads(),
+        }
         out = Path(cfg.out)
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(json.dumps(payload, indent=2) + "\n")

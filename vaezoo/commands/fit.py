@@ -27,7 +27,9 @@ def add_arguments(parser) -> None:
     global _parser
     add_recipe_arguments(parser)
     parser.add_argument("--run_dir", type=str | None, default=None, help="default: runs/<recipe name>")
-    parser.add_argument("--resume", type=bool, default=False, help="continue the run in run_dir from its last checkpoint")
+    parser.add_argument(
+        "--resume", type=bool, default=False, help="continue the run in run_dir from its last checkpoint"
+    )
     _parser = parser
 
 
@@ -61,15 +63,32 @@ def run(cfg) -> int:
             f"global batch {global_batch} ({data.batch_size} x {ctx.world_size} processes x {trainer.accumulate} accumulated) -> {run_dir}"
         )
         started = time.perf_counter()
-        summary = trainer.fit(model, objective, data, run_dir, seed=cfg.seed, resume=cfg.resume, recipe=namespace_to_dict(cfg), console=console)
+        summary = trainer.fit(
+            model,
+            objective,
+            data,
+            run_dir,
+            seed=cfg.seed,
+            resume=cfg.resume,
+            recipe=namespace_to_dict(cfg),
+            console=console,
+        )
         minutes = (time.perf_counter() - started) / 60
         if not ctx.is_main:
             return 0
         result = trainer.test(model, data, seed=cfg.seed)
-        report = {**summary, "minutes": minutes, "parameters": n_params, "global_batch": global_batch, **result.as_dict()}
+        report = {
+            **summary,
+            "minutes": minutes,
+            "parameters": n_params,
+            "global_batch": global_batch,
+            **result.as_dict(),
+        }
         _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
         _save_model(model, run_dir / "model")
-        console.print(f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)")
+        console.print(
+            f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)"
+        )
         return 0
     finally:
         shutdown()

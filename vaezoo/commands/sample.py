@@ -16,10 +16,16 @@ HELP = "Draw samples from a model into a PNG grid (optionally re-adjusting batch
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", type=str, help="run directory, model folder, local-dir:PATH, hf-hub:ORG/REPO or a pretrained name")
+    parser.add_argument(
+        "model", type=str, help="run directory, model folder, local-dir:PATH, hf-hub:ORG/REPO or a pretrained name"
+    )
     parser.add_argument("--n", type=int, default=64, help="number of samples")
-    parser.add_argument("--temperature", type=float | list[float], default=1.0, help="one value, or one per latent group (top first)")
-    parser.add_argument("--readjust_bn", type=int, default=0, help="iterations of batch-norm re-adjustment at this temperature")
+    parser.add_argument(
+        "--temperature", type=float | list[float], default=1.0, help="one value, or one per latent group (top first)"
+    )
+    parser.add_argument(
+        "--readjust_bn", type=int, default=0, help="iterations of batch-norm re-adjustment at this temperature"
+    )
     parser.add_argument("--readjust_batch", type=int, default=16)
     parser.add_argument("--mean", type=bool, default=True, help="save the likelihood mean (false: a sample of it)")
     parser.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,13 @@ class RandomImages(DataModule):
         if batch_size < 1 or num_examples < 1:
             raise ConfigError("data: batch_size and num_examples must be positive")
         self.image_shape = tuple(int(v) for v in image_shape)
-        self.num_examples, self.batch_size, self.num_bits, self.binary, self.seed = num_examples, batch_size, num_bits, binary, seed
+        self.num_examples, self.batch_size, self.num_bits, self.binary, self.seed = (
+            num_examples,
+            batch_size,
+            num_bits,
+            binary,
+            seed,
+        )
 
     def _images(self, offset: int) -> Dataset:
         generator = torch.Generator().manual_seed(self.seed + offset)
@@ -28,7 +34,10 @@ class RandomImages(DataModule):
             x = torch.randint(0, 2, (self.num_examples, *self.image_shape), generator=generator).float()
         else:
             levels = 2**self.num_bits - 1
-            x = torch.randint(0, levels + 1, (self.num_examples, *self.image_shape), generator=generator).float() / levels
+            x = (
+                torch.randint(0, levels + 1, (self.num_examples, *self.image_shape), generator=generator).float()
+                / levels
+            )
         return TensorDataset(x, torch.full((self.num_examples,), -1))
 
     def train_dataset(self) -> Dataset:

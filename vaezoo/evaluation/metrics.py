@@ -90,7 +90,11 @@ def evaluate(
 
 
 def importance_samples(
-    model: GenerativeModel, x: torch.Tensor, k: int, max_batch: int = 2000, noise: Sequence[list[torch.Tensor]] | None = None
+    model: GenerativeModel,
+    x: torch.Tensor,
+    k: int,
+    max_batch: int = 2000,
+    noise: Sequence[list[torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log_w, nelbo)``, both ``[k, B]``: the log importance weight ``-recon - log q + log p`` and the
     negative ELBO of each of k posterior samples of every example (in float32).
@@ -119,7 +123,11 @@ def importance_samples(
 
 
 def iw_log_likelihood(
-    model: GenerativeModel, x: torch.Tensor, k: int, max_batch: int = 2000, noise: Sequence[list[torch.Tensor]] | None = None
+    model: GenerativeModel,
+    x: torch.Tensor,
+    k: int,
+    max_batch: int = 2000,
+    noise: Sequence[list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """log p(x) estimated as ``logsumexp_k(log w_k) - log k`` per example (see :func:`importance_samples`)."""
     log_w, _ = importance_samples(model, x, k, max_batch, noise)
@@ -127,7 +135,9 @@ def iw_log_likelihood(
 
 
 @torch.no_grad()
-def active_units(model: GenerativeModel, dataset: Dataset, max_examples: int = 500, threshold: float = 0.01) -> list[int] | None:
+def active_units(
+    model: GenerativeModel, dataset: Dataset, max_examples: int = 500, threshold: float = 0.01
+) -> list[int] | None:
     """Active units per latent group (Burda et al. 2016): latent dimensions whose posterior mean varies
     across data, ``Cov_x(E_q[z_u | x]) > threshold``. None when the model cannot encode."""
     was_training = model.training

@@ -87,7 +87,7 @@ def _frozen_batch_norm(module: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, (momentum, tracked) in zip(layers, saved):
+        for m, (momentum, tracked) in zip(layers, saved, strict=False):
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
@@ -358,7 +358,9 @@ class HierarchicalVAE(GenerativeModel):
         """A cell, recomputed in the backward pass when gradient checkpointing is on (BatchNorm running
         statistics are updated once, in the forward pass, not again when recomputing)."""
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(cell, state, use_reentrant=False, context_fn=lambda: (nullcontext(), _frozen_batch_norm(cell)))
+            return checkpoint(
+                cell, state, use_reentrant=False, context_fn=lambda: (nullcontext(), _frozen_batch_norm(cell))
+            )
         return cell(state)
 
     def _decode(self, n: int, latent_for_group: Callable[[int, Tensor, tuple[int, ...]], Tensor]) -> Tensor:
@@ -373,7 +375,9 @@ class HierarchicalVAE(GenerativeModel):
             group += 1
         return self.decode_state(state)
 
-    def sample_params(self, n: int, temperature: float | list[float] = 1.0, noise: list[Tensor] | None = None) -> Tensor:
+    def sample_params(
+        self, n: int, temperature: float | list[float] = 1.0, noise: list[Tensor] | None = None
+    ) -> Tensor:
         """Likelihood parameters of ``n`` samples; ``temperature`` is one value or one per group (top first)."""
         temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature] * self.num_groups
         if len(temperatures) != self.num_groups:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -63,7 +64,9 @@ class _EpochBatchSampler:
     with batch size G (this replaces DistributedSampler, whose shards would not line up that way).
     """
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, num_examples: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n, self.batch_size, self.seed, self.start, self.stop = num_examples, batch_size, seed, start, stop
         self.rank, self.world_size = rank, world_size
         global_batch = batch_size * world_size
@@ -162,7 +165,9 @@ class Trainer:
         self.num_workers = num_workers
         self.tensorboard = tensorboard
         self.progress = progress
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+        self.device = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+        )
         self.find_unused_parameters = find_unused_parameters
         self.channels_last, self.compile_cells = channels_last, compile_cells
         self.gradient_checkpointing, self.adamax_foreach = gradient_checkpointing, adamax_foreach
@@ -178,7 +183,10 @@ class Trainer:
         if self.lr_schedule == "constant":
             return self.lr
         if self.lr_schedule == "cosine_epoch":
-            first, last = self.warmup_steps // self.steps_per_epoch, max(1, (self.max_steps - 1) // self.steps_per_epoch)
+            first, last = (
+                self.warmup_steps // self.steps_per_epoch,
+                max(1, (self.max_steps - 1) // self.steps_per_epoch),
+            )
             span, position = max(1, last - first), step // self.steps_per_epoch - first
         else:
             span, position = max(1, self.max_steps - 1 - self.warmup_steps), step - self.warmup_steps
@@ -206,7 +214,9 @@ class Trainer:
                 f"is larger than the training set ({num_examples} examples)"
             )
 
-    def prepare(self, model: GenerativeModel, objective: Objective, data_batch_size: int, num_examples: int, seed: int = 0) -> None:
+    def prepare(
+        self, model: GenerativeModel, objective: Objective, data_batch_size: int, num_examples: int, seed: int = 0
+    ) -> None:
         """Move to the device, apply the speed switches, wrap for multi-process training and build the
         optimiser: everything :meth:`train_step` needs (the benchmark uses this path too)."""
         ctx = self.ctx
@@ -321,7 +331,9 @@ class Trainer:
         metrics_file = (run_dir / "metrics.jsonl").open("a") if ctx.is_main else _NullFile()
         self._metrics_file, self._console = metrics_file, console
         with progress as bar, metrics_file:
-            task = bar.add_task("fit", total=self.max_steps, completed=self.state["step"], loss=float("nan"), kl=float("nan"), rate=0.0)
+            task = bar.add_task(
+                "fit", total=self.max_steps, completed=self.state["step"], loss=float("nan"), kl=float("nan"), rate=0.0
+            )
             while self.state["step"] < self.max_steps:
                 try:
                     self._run(data, train_set, seed, run_dir, metrics_file, writer, bar, task)
@@ -336,16 +348,31 @@ class Trainer:
         if ctx.is_main:
             self.save_samples(model, run_dir / "samples.png", seed)
             self.save_reconstructions(model, data, run_dir / "reconstructions.png")
-        return {"step": self.state["step"], "skipped_steps": self.state["skipped_steps"], "rollbacks": self.state["rollbacks"]}
+        return {
+            "step": self.state["step"],
+            "skipped_steps": self.state["skipped_steps"],
+            "rollbacks": self.state["rollbacks"],
+        }
 
     def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
         model, ctx = self.model, self.ctx
         state = self.state
         sampler = _EpochBatchSampler(
-            len(train_set), data.batch_size, seed, state["step"] * self.accumulate, self.max_steps * self.accumulate, ctx.rank, ctx.world_size
+            len(train_set),
+            data.batch_size,
+            seed,
+            state["step"] * self.accumulate,
+            self.max_steps * self.accumulate,
+            ctx.rank,
+            ctx.world_size,
         )
         # the loader draws worker seeds from its own generator, never from the global RNG stream
-        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed + 2))
+        loader = DataLoader(
+            train_set,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(seed + 2),
+        )
         batches = iter(loader)
         consecutive_bad = 0
         window_start, window_images = time.perf_counter(), 0
@@ -370,7 +397,9 @@ class Trainer:
 
             if ctx.is_main and (state["step"] % self.log_every == 0 or state["step"] == self.max_steps):
                 elapsed = time.perf_counter() - window_start
-                record = _record(metrics, loss, grad_norm, lr, state, ctx.world_size * window_images / max(elapsed, 1e-9))
+                record = _record(
+                    metrics, loss, grad_norm, lr, state, ctx.world_size * window_images / max(elapsed, 1e-9)
+                )
                 record["global_batch"] = self.global_batch
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
@@ -531,7 +560,11 @@ def _record(metrics: dict, loss: Tensor, grad_norm: Tensor, lr: float, state: di
         else:
             record[key] = value
     record.update(
-        grad_norm=float(grad_norm), lr=lr, skipped_steps=state["skipped_steps"], rollbacks=state["rollbacks"], images_per_s=images_per_s
+        grad_norm=float(grad_norm),
+        lr=lr,
+        skipped_steps=state["skipped_steps"],
+        rollbacks=state["rollbacks"],
+        images_per_s=images_per_s,
     )
     return record
 
@@ -545,7 +578,14 @@ def _tensorboard_writer(directory: Path):
 
 
 def _progress(enabled: bool, console: Any):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [
         TextColumn("[bold]fit"),
