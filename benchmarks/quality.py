@@ -4,6 +4,7 @@
     python benchmarks/quality.py --minutes 2 --k 100 --jobs 2     # what docs/zoo.md reports
     python benchmarks/quality.py --steps 300 --only vae,lvae      # an equal number of steps instead
     python benchmarks/quality.py --no-ablations --out runs/quality_models
+    python benchmarks/quality.py --from-json runs/quality/quality.json --out runs/quality   # re-render only
 
 Trains every model recipe (VAE, beta-VAE, IWAE, IAF-VAE, Ladder VAE, VDVAE, small NVAE) and the small NVAE with
 each overlay of ``recipes/ablations/`` for the same CPU time, then reports the test ELBO and the importance-weighted
@@ -262,8 +263,8 @@ def plot(results: list[Result], path: Path, budget: str) -> None:
     if finite:
         ax.set_xlim(min(finite) * 0.95, max(finite) * 1.02)
     ax.set_xlabel("nats per test digit (lower is better)")
-    ax.set_title(f"Test -ELBO and IW-NLL at an equal budget ({budget})")
-    ax.legend(loc="lower right")
+    ax.set_title(f"Test -ELBO and IW-NLL at an equal budget ({budget})", pad=28)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.06), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -283,7 +284,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ablations", action="store_true", help="skip the small NVAE's ablation overlays")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "quality", help="output folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-json", type=Path, default=None, help="re-render the table and plot of a quality.json")
     args = parser.parse_args(argv)
+
+    if args.from_json is not None:
+        results = [Result(**r) for r in json.loads(args.from_json.read_text())]
+        steps = {r.steps for r in results}
+        budget_text = (
+            f"{steps.pop()} steps per model"
+            if args.steps is not None and len(steps) == 1
+            else f"{args.minutes:g} CPU-minutes per model"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        print_table(results, budget_text)
+        (args.out / "quality.md").write_text(markdown_table(results, budget_text))
+        plot(results, args.out / "quality.png", budget_text)
+        return 0
 
     todo = entries(include_ablations=not args.no_ablations)
     if args.only:

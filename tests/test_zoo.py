@@ -20,7 +20,7 @@ from vaezoo.cli import main
 RECIPES = REPO_ROOT / "recipes"
 ABLATIONS = sorted((RECIPES / "ablations").glob("*.yaml"))
 QUICK = ["--trainer.progress", "false", "--trainer.tensorboard", "false", "--trainer.eval_k", "2",
-         "--trainer.log_every", "1", "--trainer.checkpoint_every", "0", "--trainer.num_samples", "4",
+         "--trainer.log_every", "1", "--trainer.checkpoint_every", "2", "--trainer.num_samples", "4",
          "--data.init_args.batch_size", "16", "--data.init_args.test_size", "20", "--trainer.warmup_steps", "0"]  # fmt: skip
 CONV_VAE_TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4",
                  "--model.init_args.hidden_units", "16"]  # fmt: skip
@@ -38,9 +38,12 @@ MODELS = {
 }
 
 
+def _lines(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def _records(run_dir):
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in lines if "loss" in r]
+    return [r for r in _lines(run_dir) if "loss" in r]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -63,6 +66,8 @@ def test_model_trains_from_its_recipe(tmp_path, capsys, name):
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in records)
     assert all(len(r["kl_per_group"]) == num_groups for r in records)
     assert all(r["skipped_steps"] == 0 for r in records)
+    units = [r["active_units"] for r in _lines(run_dir) if "active_units" in r]  # the model encodes, per group
+    assert len(units) == 1 and len(units[0]) == num_groups
     if name == "vdvae_mnist":  # gradient skipping is on, and the recipe's threshold lets healthy steps through
         assert [r["grad_skips"] for r in records] == [0, 0, 0] and records[-1]["grad_norm_unclipped"] > 0
     if name == "iwae_mnist":
