@@ -13,8 +13,6 @@ from torch import Tensor, nn
 
 from vaezoo.interfaces import Example, Regularizer
 
-from .layers import weight_normalize
-
 _VECTOR_KEY = re.compile(r"^(u|v)_(\d+)x(\d+)$")
 
 
@@ -22,45 +20,39 @@ def _conv_layers(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
 
-class _StackPlan:
-    """How to stack the effective weights of same-shaped convs: layers that normalise the same way (masked or not,
-    weight-normalised or not) are computed together, then put back in module order."""
+def _applied_weight(layer: nn.Conv2d) -> Tensor:
+    """The weight a conv applies: the forward pass's weight-normalised (and masked) one where that applies."""
+    applied = getattr(layer, "applied_weight", None)
+    return layer.weight if applied is None else applied(release=True)
 
-    def __init__(self, layers: list[nn.Conv2d]) -> None:
-        kinds: dict[tuple[bool, bool], list[int]] = {}
-        for index, layer in enumerate(layers):
-            masked = getattr(layer, "mask", None) is not None
-            normed = getattr(layer, "log_weight_norm", None) is not None
-            kinds.setdefault((masked, normed), []).append(index)
-        self.layers = layers
-        self.kinds = list(kinds.items())
-        order = [i for _, indices in self.kinds for i in indices]
-        self._inverse = None if order == sorted(order) else torch.argsort(torch.tensor(order))
-        self._inverse_on: dict[torch.device, Tensor] = {}
 
-    def stacked(self) -> Tensor:
-        """``[n, out, in, kh, kw]`` in module order (one exp/norm/division per kind, not per layer)."""
-        parts = []
-        for (masked, normed), indices in self.kinds:
-            weight = torch.stack([self.layers[i].weight for i in indices])
-            if masked:
-                weight = weight * torch.stack([self.layers[i].mask for i in indices])
-            if normed:
-                weight = weight_normalize(torch.stack([self.layers[i].log_weight_norm for i in indices]), weight)
-            parts.append(weight)
-        stacked = parts[0] if len(parts) == 1 else torch.cat(parts)
-        if self._inverse is None:
-            return stacked
-        if stacked.device not in self._inverse_on:  # moved to the device once, not every step
-            self._inverse_on[stacked.device] = self._inverse.to(stacked.device)
-        return stacked.index_select(0, self._inverse_on[stacked.device])
+class _SpectralSum(torch.autograd.Function):
+    """``sum_i u_i^T W_i v_i`` from the stacked weights, differentiable in each ``W_i``.
+
+    The gradient of a term is the rank-one ``u_i v_i^T``; it is formed per weight in the backward pass, so no
+    stacked copy of the weights is kept for autograd and no stacked gradient is materialised.
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, v: Tensor, stacked: Tensor, *weights: Tensor) -> Tensor:
+        ctx.save_for_backward(u, v)
+        ctx.shapes = [w.shape for w in weights]
+        return torch.matmul(u.unsqueeze(1), torch.matmul(stacked, v.unsqueeze(2))).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        u, v = ctx.saved_tensors
+        u = u * grad
+        grads = [torch.outer(u[i], v[i]).view(shape) for i, shape in enumerate(ctx.shapes)]
+        return (None, None, None, *grads)
 
 
 class SpectralRegularizer(Regularizer):
     """``sum_W u^T W v``: a differentiable estimate of the sum of spectral norms of all conv weights.
 
     Every ``nn.Conv2d`` of the model is covered, with the weight it actually applies (masked and weight-normalised
-    where that applies), reshaped to ``(out, in * kh * kw)``. Weights of the same matrix shape are stacked in
+    where that applies; the very tensor of the last forward pass when its graph is still alive, so the
+    normalisation is not computed and differentiated twice), reshaped to ``(out, in * kh * kw)``. Weights of the same matrix shape are stacked in
     module order and share one batched power iteration (``num_power_iterations`` per call under ``no_grad``; the
     first time a shape is seen, its vectors start from normalised standard-normal draws of the CPU generator and
     run ``first_call_multiplier`` times as many iterations).
@@ -78,7 +70,7 @@ class SpectralRegularizer(Regularizer):
         self.normalize_eps = normalize_eps
         self._groups_model: weakref.ref | None = None
         self._groups: dict[tuple[int, int], list[nn.Conv2d]] = {}
-        self._plans: dict[tuple[int, int], _StackPlan] = {}
+        self._stacks: dict[tuple[int, int], Tensor] = {}  # scratch memory of the stacked weights, not state
 
     # -- state ---------------------------------------------------------------------------------
     def _load_from_state_dict(
@@ -115,31 +107,49 @@ class SpectralRegularizer(Regularizer):
             for layer in _conv_layers(model):
                 groups.setdefault((layer.weight.shape[0], layer.weight[0].numel()), []).append(layer)
             self._groups, self._groups_model = groups, weakref.ref(model)
-            self._plans = {shape: _StackPlan(layers) for shape, layers in groups.items()}
         return self._groups
 
     def forward(self, model: nn.Module) -> Tensor:
         loss: Tensor | None = None
         eps = self.normalize_eps
         for (rows, cols), layers in self.conv_groups(model).items():
-            weights = self._plans[(rows, cols)].stacked().reshape(len(layers), rows, cols)
-            with torch.no_grad():
+            weights = [_applied_weight(layer) for layer in layers]
+            # fp32 whatever the autocast: the singular vectors are state, and casting the stack every iteration
+            # would cost more than the matrix-vector products themselves
+            with torch.no_grad(), torch.autocast(weights[0].device.type, enabled=False):
+                stacked = self._stack(rows, cols, weights)
                 u, v = self.vectors(rows, cols)
                 iterations = self.num_power_iterations
                 if u is None or v is None or u.shape[0] != len(layers):
                     # drawn on the CPU so that the start does not depend on the device
-                    u = F.normalize(torch.randn(len(layers), rows), dim=1, eps=eps).to(weights.device, weights.dtype)
-                    v = F.normalize(torch.randn(len(layers), cols), dim=1, eps=eps).to(weights.device, weights.dtype)
+                    u = F.normalize(torch.randn(len(layers), rows), dim=1, eps=eps).to(stacked.device, stacked.dtype)
+                    v = F.normalize(torch.randn(len(layers), cols), dim=1, eps=eps).to(stacked.device, stacked.dtype)
                     iterations *= self.first_call_multiplier
                 for _ in range(iterations):
-                    v = F.normalize(torch.matmul(u.unsqueeze(1), weights).squeeze(1), dim=1, eps=eps)
-                    u = F.normalize(torch.matmul(weights, v.unsqueeze(2)).squeeze(2), dim=1, eps=eps)
+                    v = F.normalize(torch.matmul(u.unsqueeze(1), stacked).squeeze(1), dim=1, eps=eps)
+                    u = F.normalize(torch.matmul(stacked, v.unsqueeze(2)).squeeze(2), dim=1, eps=eps)
                 self.set_vectors(rows, cols, u, v)
-            sigma = torch.matmul(u.unsqueeze(1), torch.matmul(weights, v.unsqueeze(2)))
-            loss = torch.sum(sigma) if loss is None else loss + torch.sum(sigma)
+            sigma = _SpectralSum.apply(u, v, stacked, *weights)
+            loss = sigma if loss is None else loss + sigma
         if loss is None:
             raise ValueError(f"{type(model).__name__} has no conv layers to regularise")
         return loss
+
+    def _stack(self, rows: int, cols: int, weights: list[Tensor]) -> Tensor:
+        """The weights as one ``[n, rows, cols]`` tensor, copied into memory kept from the previous call
+        (a fresh allocation of this size costs page faults on every step)."""
+        first = weights[0]
+        buffer = self._stacks.get((rows, cols))
+        if (
+            buffer is None
+            or buffer.shape[0] != len(weights)
+            or buffer.dtype != first.dtype
+            or buffer.device != first.device
+        ):
+            buffer = torch.empty(len(weights), rows, cols, dtype=first.dtype, device=first.device)
+            self._stacks[(rows, cols)] = buffer
+        torch.stack([w.detach() for w in weights], out=buffer.view(len(weights), *first.shape))
+        return buffer
 
     def extra_repr(self) -> str:
         return f"num_power_iterations={self.num_power_iterations}, first_call_multiplier={self.first_call_multiplier}"

@@ -201,3 +201,41 @@ def test_meta_build_allocates_nothing():
         model = vaezoo.create("nvae-mnist")
     assert all(p.device.type == "meta" for p in model.parameters())
     assert all(isinstance(m, nn.Module) for m in model.modules())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_conv_with_the_compiled_weight_gradient_matches_torch(channels_last):
+    """trainer.depthwise_weight_grad=compiled: same outputs and gradients as torch's depthwise conv (the forward and
+    the input gradient are torch's own; the weight gradient is the fused k*k-tap reduction)."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    conv = WeightNormConv2d(6, 6, 3, padding=1, groups=6).to(memory_format=fmt)
+    x = torch.randn(2, 6, 7, 5).to(memory_format=fmt).requires_grad_()
+    grad = torch.randn(2, 6, 7, 5)
+
+    def run(mode: str) -> list[torch.Tensor]:
+        conv.depthwise_weight_grad = mode
+        conv.zero_grad()
+        x.grad = None
+        out = conv(x)
+        out.backward(grad)
+        return [out.detach(), x.grad, conv.weight.grad, conv.log_weight_norm.grad, conv.bias.grad]
+
+    native, compiled = run("native"), run("compiled")
+    for a, b in zip(native, compiled, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_weight_gradient_falls_back_to_torch_without_a_compiler(monkeypatch):
+    from vaezoo_nvae import layers
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no working C++ compiler\nmore detail")
+
+    monkeypatch.setattr(layers, "_compiled_taps", no_compiler)
+    x, g = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
+    with pytest.warns(UserWarning, match="no working C\\+\\+ compiler"):
+        fallback = layers.depthwise_weight_grad(g, x, 5, 2)
+    assert layers._compiled_taps is False
+    expected = layers._depthwise_weight_grad_taps(g, x, 5, 2)
+    torch.testing.assert_close(fallback, expected, rtol=1e-5, atol=1e-5)

@@ -73,3 +73,45 @@ def test_active_units_per_group(model):
     assert all(
         0 <= u <= model.latent_channels * s[2] * s[3] for u, s in zip(units, model.latent_shapes(1), strict=False)
     )
+
+
+def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
+    """channels_last and the compiled depthwise weight gradient: the same parameters after two training steps."""
+    from vaezoo_nvae import layers
+    from vaezoo_nvae.objective import NVAEObjective
+    from vaezoo_nvae.regularizers import BatchNormScaleRegularizer, SpectralRegularizer
+
+    from vaezoo.training import Trainer
+
+    calls = []
+    original = layers.depthwise_weight_grad
+    monkeypatch.setattr(layers, "depthwise_weight_grad", lambda *args: calls.append(1) or original(*args))
+    x = torch.rand(4, 1, 8, 8).round()
+    results = []
+    for levers in ({}, {"channels_last": True, "depthwise_weight_grad": "compiled"}):
+        torch.manual_seed(0)
+        model = vaezoo.create("test-nvae")
+        objective = NVAEObjective(regularizers=[SpectralRegularizer(), BatchNormScaleRegularizer()])
+        trainer = Trainer(max_steps=10, lr=1e-3, progress=False, tensorboard=False, device="cpu", **levers)
+        trainer.prepare(model, objective, 4, 40)
+        assert any(getattr(m, "depthwise_weight_grad", None) == levers.get("depthwise_weight_grad", "native")
+                   for m in model.modules())  # fmt: skip
+        torch.manual_seed(1)
+        for step in range(2):
+            trainer.train_step([x], step)
+        results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert len(calls) > 0  # the decoder cells' and flows' depthwise convs took the compiled path
+    for name, value in results[0].items():
+        torch.testing.assert_close(results[1][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_depthwise_weight_grad_switch_needs_a_model_that_has_such_layers():
+    from vaezoo_baselines import ELBO
+
+    from vaezoo.errors import VaezooError
+    from vaezoo.training import Trainer
+
+    model = vaezoo.create("vae-mnist", latent_dim=4, hidden_channels=4, hidden_units=16)
+    trainer = Trainer(depthwise_weight_grad="compiled", progress=False, tensorboard=False, device="cpu")
+    with pytest.raises(VaezooError, match="depthwise_weight_grad: ConvVAE has no layer that supports it"):
+        trainer.prepare(model, ELBO(), 4, 40)

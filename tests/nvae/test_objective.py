@@ -56,6 +56,57 @@ def test_spectral_regularizer_converges_to_the_sum_of_spectral_norms():
     assert model[0].log_weight_norm.grad is not None and model[3].weight.grad is not None
 
 
+def test_spectral_regularizer_reuses_the_weights_of_the_forward_pass():
+    """While the forward graph lives, the regulariser reads the very weight tensors the convs applied (no second
+    weight normalisation), with gradients equal to those of freshly normalised weights; a weight changed since, a
+    graph already freed, or a copy of the model gets freshly normalised weights."""
+    import copy
+
+    torch.manual_seed(0)
+    conv = WeightNormConv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 5, 5)
+    out = conv(x)
+    assert conv.applied_weight() is conv._applied[0]()  # the forward's tensor
+    assert copy.deepcopy(conv).applied_weight() is not conv._applied[0]()
+
+    def grads(reuse: bool) -> list[torch.Tensor]:
+        conv.zero_grad()
+        y = conv(x)
+        reg = SpectralRegularizer(num_power_iterations=20)
+        if not reuse:
+            conv._applied = None
+        (y.square().mean() + reg(conv)).backward()
+        return [conv.weight.grad.clone(), conv.log_weight_norm.grad.clone()]
+
+    torch.manual_seed(1)
+    reused = grads(True)
+    torch.manual_seed(1)
+    fresh = grads(False)
+    for a, b in zip(reused, fresh, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+    out = conv(x)
+    weight = conv.applied_weight()
+    with torch.no_grad():
+        conv.weight.add_(1.0)  # an optimiser step: the cached weight is stale
+    assert conv.applied_weight() is not weight
+    torch.testing.assert_close(conv.applied_weight(), conv.effective_weight())
+    del out, weight
+    out = conv(x)
+    out.sum().backward()
+    del out
+    assert conv._applied[0]() is None  # nothing held once the graph is gone
+    with torch.no_grad():
+        conv(x)
+    assert conv.applied_weight().requires_grad  # a no-grad forward is not reused when grad is on
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)  # the conv keeps only a bf16 copy: the fp32 weight is held until handed over
+    held = conv._applied[0]
+    assert out.dtype == torch.bfloat16 and held.dtype == torch.float32
+    assert conv.applied_weight(release=True) is held and conv._applied is None
+
+
 def test_spectral_first_call_runs_ten_times_the_iterations_from_cpu_draws():
     model = _convs()
     torch.manual_seed(5)

@@ -87,7 +87,15 @@ def run(cfg) -> int:
         "device": trainer_cfg.get("device"),
         "levers": {
             k: trainer_cfg.get(k)
-            for k in ("precision", "channels_last", "compile_cells", "gradient_checkpointing", "adamax_foreach")
+            for k in (
+                "precision",
+                "channels_last",
+                "compile_cells",
+                "gradient_checkpointing",
+                "adamax_foreach",
+                "depthwise_weight_grad",
+                "keep_freed_memory",
+            )
         },
         **results,
     }

@@ -38,6 +38,7 @@ from .checkpoint import (
 )
 from .distributed import DistributedContext, ModelView, all_gather_tensors, barrier, synchronise_batch_norm
 from .ema import ExponentialMovingAverage
+from .memory import keep_freed_memory
 
 
 class TrainingDiverged(VaezooError):
@@ -141,6 +142,8 @@ class Trainer:
         compile_cells: bool = False,
         gradient_checkpointing: bool = False,
         adamax_foreach: bool | None = None,
+        depthwise_weight_grad: Literal["native", "compiled"] = "native",
+        keep_freed_memory: bool = True,
     ) -> None:
         if max_steps < 1:
             raise VaezooError(f"trainer.max_steps must be positive, got {max_steps}")
@@ -171,6 +174,7 @@ class Trainer:
         self.find_unused_parameters = find_unused_parameters
         self.channels_last, self.compile_cells = channels_last, compile_cells
         self.gradient_checkpointing, self.adamax_foreach = gradient_checkpointing, adamax_foreach
+        self.depthwise_weight_grad, self.keep_freed_memory = depthwise_weight_grad, keep_freed_memory
         self.ctx = DistributedContext()  # set by the caller for multi-process training
         self.steps_per_epoch = 1  # set by fit() from the data
 
@@ -230,6 +234,16 @@ class Trainer:
             for module in model.modules():
                 if isinstance(module, Cell):
                     module.compile(dynamic=False)
+        if self.depthwise_weight_grad != "native":
+            layers = [m for m in model.modules() if hasattr(m, "depthwise_weight_grad")]
+            if not layers:
+                raise VaezooError(
+                    f"trainer.depthwise_weight_grad: {type(model).__name__} has no layer that supports it"
+                )
+            for layer in layers:
+                layer.depthwise_weight_grad = self.depthwise_weight_grad
+        if self.keep_freed_memory and self.device.type == "cpu":
+            keep_freed_memory()
         if self.gradient_checkpointing:
             if not hasattr(model, "gradient_checkpointing"):
                 raise VaezooError(f"trainer.gradient_checkpointing: {type(model).__name__} does not support it")
