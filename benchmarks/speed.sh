@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# The README performance table: each lever on and off, fp32, 2 threads, batch 8 (the official timings' setup).
+# The README performance table: each lever on and off, 2 threads, batch 8 (the official timings' setup: fp32).
+# Levers: keep_freed_memory (glibc keeps freed blocks), channels_last, depthwise_weight_grad=compiled,
+# precision=bf16 (autocast), gradient_checkpointing (cells recomputed in the backward pass).
 set -euo pipefail
 out=${1:-runs/speed}
 mkdir -p "$out"
 small=benchmarks/recipes/nvae_cifar_small.yaml
 paper="recipes/nvae_cifar10.yaml --config benchmarks/recipes/random_cifar_data.yaml --trainer.precision fp32"
-common="--bench.batch_size 8 --bench.threads 2 --bench.phases [train] --bench.repeats 5 --bench.warmup 2"
-vaezoo benchmark $small $common --bench.out "$out/small_base.json"
-vaezoo benchmark $small $common --trainer.channels_last true --bench.out "$out/small_channels_last.json"
-vaezoo benchmark $small $common --trainer.channels_last true --trainer.adamax_foreach true --bench.out "$out/small_cl_foreach.json"
-vaezoo benchmark $paper $common --bench.repeats 3 --bench.warmup 1 --bench.out "$out/paper_base.json"
-vaezoo benchmark $paper $common --bench.repeats 3 --bench.warmup 1 --trainer.channels_last true --bench.out "$out/paper_channels_last.json"
-vaezoo benchmark $paper $common --bench.repeats 3 --bench.warmup 1 --trainer.channels_last true --trainer.gradient_checkpointing true --bench.out "$out/paper_cl_checkpointing.json"
+common="--bench.batch_size 8 --bench.threads 2 --bench.phases [train]"
+off="--trainer.keep_freed_memory false"
+fast="--trainer.channels_last true --trainer.depthwise_weight_grad compiled"
+run() { name=$1; shift; vaezoo benchmark "$@" --bench.out "$out/$name.json" > /dev/null; }
+run small_1_base $small $common --bench.repeats 7 $off
+run small_2_keep_freed $small $common --bench.repeats 7
+run small_3_fast $small $common --bench.repeats 7 $fast
+run paper_1_base $paper $common --bench.repeats 3 --bench.warmup 1 $off
+run paper_2_keep_freed $paper $common --bench.repeats 3 --bench.warmup 1
+run paper_3_fast $paper $common --bench.repeats 3 --bench.warmup 1 $fast
+run paper_4_fast_bf16 $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.precision bf16
+run paper_5_fast_checkpointing $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.gradient_checkpointing true
+run paper_6_fast_bf16_checkpointing $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.precision bf16 --trainer.gradient_checkpointing true
 python - "$out" <<'PY'
 import json, pathlib, sys
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     r = json.loads(path.read_text())["train"]
-    print(f"{path.stem:28s} {r['median_s']:8.3f} s/step  {r['images_per_s']:7.1f} img/s  peak RSS {r['peak_rss_gib']:.2f} GiB")
+    print(f"{path.stem:34s} {r['median_s']:8.3f} s/step  {r['images_per_s']:7.1f} img/s  peak RSS {r['peak_rss_gib']:.2f} GiB")
 PY
