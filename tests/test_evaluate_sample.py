@@ -49,7 +49,13 @@ def test_evaluate_run_matches_fit_and_labels_protocol(run_dir, capsys, tmp_path)
     assert "test ELBO" in printed and "IW-NLL (k=8)" in printed and "nats" in printed
     assert "fixed-seed binarised test" in printed and "k=8 importance samples, batched" in printed
     result = json.loads(out.read_text())
-    assert result["elbo_nats"] == pytest.approx(fit_results["elbo_nats"], abs=1e-9)  # same seed, same ELBO
+    # same seed, same ELBO (evaluate runs channels_last by default: float rounding only)
+    assert result["elbo_nats"] == pytest.approx(fit_results["elbo_nats"], rel=1e-7)
+    assert "rows per forward pass" in printed
+    assert main(["evaluate", str(run_dir), "--k", "0", "--channels_last", "false", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["elbo_nats"] == pytest.approx(fit_results["elbo_nats"], abs=1e-9)
+    assert main(["evaluate", str(run_dir), "--max_batch", "0"]) == 2
+    assert "--max_batch must be positive" in capsys.readouterr().err
     assert result["k"] == 8 and result["unit"] == "nats" and result["num_examples"] == 500
     assert result["iw_nll_nats"] < -result["elbo_nats"]
 
@@ -84,3 +90,12 @@ def test_python_api_reconstruct_interpolate(run_dir):
     assert frames.shape == (5, 1, 28, 28)
     torch.testing.assert_close(frames[0], ends[0]) and torch.testing.assert_close(frames[-1], ends[1])
     assert float(frames.min()) >= 0 and float(frames.max()) <= 1
+
+
+def test_evaluation_follows_the_model_memory_format_and_device():
+    from vaezoo.evaluation.metrics import default_max_batch, is_channels_last
+
+    model = vaezoo.create("test-nvae")
+    assert not is_channels_last(model)
+    assert is_channels_last(model.to(memory_format=torch.channels_last))
+    assert default_max_batch(torch.device("cpu")) == 500 and default_max_batch(torch.device("cuda")) == 2000

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vaezoo_nvae.layers import SqueezeExcitation, WeightNormConv2d, skip_connection
+from vaezoo_nvae.layers import SqueezeExcitation, WeightNormConv2d, elu, skip_connection
 
 from vaezoo.interfaces import Cell, Example
 
@@ -32,7 +32,7 @@ class _ELUConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.activate:
-            x = F.elu(x)
+            x = elu(x)
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         return self.conv(x)

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d
+from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d, elu
 
 from vaezoo.interfaces import Example, Flow
 
@@ -66,7 +66,7 @@ class ContextualIAFStep(nn.Module):
             if context is None:
                 raise ValueError("this IAF step was built with context channels and needs a context")
             h = h + self.context_conv(context)
-        h = F.elu(self.hidden_conv(F.elu(h)))
+        h = elu(self.hidden_conv(elu(h)))
         m, s = self.shift(h), self.gate(h) + self.gate_bias
         sigma = torch.sigmoid(s)
         return sigma * z + (1.0 - sigma) * m, F.logsigmoid(s)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from vaezoo.interfaces import Cell, Example
 
-from .layers import BatchNormSwish, SqueezeExcitation, WeightNormConv2d, batch_norm, skip_connection
+from .layers import BatchNormSwish, SqueezeExcitation, WeightNormConv2d, batch_norm, elu, skip_connection
 
 
 def _cell_example(
@@ -178,9 +178,9 @@ class WeightNormConvCell(Cell):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.elu_before:
-            x = F.elu(x)
+            x = elu(x)
         x = self.conv(x)
-        return F.elu(x) if self.elu_after else x
+        return elu(x) if self.elu_after else x
 
     @classmethod
     def example(cls) -> Example:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from vaezoo.distributions import full_precision
 from vaezoo.interfaces import Example, LatentDistribution, Posterior, Prior
 
-from .layers import HALF_LOG_2PI, WeightNormConv2d, soft_clamp
+from .layers import HALF_LOG_2PI, WeightNormConv2d, elu, soft_clamp
 
 
 class SoftClampedNormal(LatentDistribution):
@@ -28,6 +28,7 @@ class SoftClampedNormal(LatentDistribution):
         bound: float = 5.0,
         min_sigma: float = 1e-2,
     ) -> None:
+        raw_mu, raw_log_sigma = full_precision(raw_mu), full_precision(raw_log_sigma)  # fp32 under autocast
         self.raw_mu, self.raw_log_sigma = raw_mu, raw_log_sigma
         self.mu = soft_clamp(raw_mu, bound)
         self.sigma = torch.exp(soft_clamp(raw_log_sigma, bound)) + min_sigma
@@ -78,7 +79,7 @@ class NormalPrior(Prior):
         )
 
     def forward(self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0) -> SoftClampedNormal:
-        mu, log_sigma = _split(self.conv(F.elu(state)))
+        mu, log_sigma = _split(self.conv(elu(state)))
         return SoftClampedNormal(mu, log_sigma, temperature)
 
     @classmethod

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.interfaces import Example, Flow
 
-from .layers import MaskedWeightNormConv2d
+from .layers import MaskedWeightNormConv2d, elu
 
 
 class AutoregressiveShiftCell(nn.Module):
@@ -55,8 +54,8 @@ class AutoregressiveShiftCell(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         # in-place ELUs on the conv outputs: their backward then uses the ELU output, as in NVAE (same maths,
         # and it keeps gradients bit-for-bit closer to the reference)
-        hidden = F.elu(self.depthwise(F.elu(self.in_conv(z), inplace=True)), inplace=True)
-        return z - self.mu(F.elu(hidden))
+        hidden = elu(self.depthwise(elu(self.in_conv(z))))
+        return z - self.mu(elu(hidden))
 
 
 class PairedAutoregressiveFlow(Flow):

@@ -239,3 +239,16 @@ def test_depthwise_weight_gradient_falls_back_to_torch_without_a_compiler(monkey
     assert layers._compiled_taps is False
     expected = layers._depthwise_weight_grad_taps(g, x, 5, 2)
     torch.testing.assert_close(fallback, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vectorised_elu_matches_torch_in_value_and_gradient():
+    from vaezoo_nvae.layers import elu
+
+    x = torch.cat([torch.randn(1000) * 3, torch.randn(1000) * 1e-4, torch.tensor([0.0, -30.0, 30.0])])
+    x = x.double().requires_grad_()
+    ours, theirs = elu(x), torch.nn.functional.elu(x)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-15)
+    grad = torch.randn_like(x)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, grad)[0], torch.autograd.grad(theirs, x, grad)[0])
+    x32 = x.detach().float()
+    assert (elu(x32) - torch.nn.functional.elu(x32)).abs().max() < 1e-7

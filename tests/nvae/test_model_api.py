@@ -115,3 +115,20 @@ def test_depthwise_weight_grad_switch_needs_a_model_that_has_such_layers():
     trainer = Trainer(depthwise_weight_grad="compiled", progress=False, tensorboard=False, device="cpu")
     with pytest.raises(VaezooError, match="depthwise_weight_grad: ConvVAE has no layer that supports it"):
         trainer.prepare(model, ELBO(), 4, 40)
+
+
+def test_likelihood_and_kl_are_computed_in_fp32_under_autocast(model):
+    """bf16 autocast runs the network in bf16, but the densities, KL terms and the likelihood are float32, and the
+    likelihood of the bf16 logits equals the float32 computation from the same logits."""
+    model.train()
+    x = _x(model, 4)
+    noise = [torch.randn(s) for s in model.latent_shapes(4)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, noise=noise)
+    assert out.params.dtype == torch.bfloat16  # the network itself ran in bf16
+    for name in ("recon", "kl", "log_q", "log_p", "log_iw", "nelbo"):
+        assert getattr(out, name).dtype == torch.float32, name
+    for q in out.extras["posteriors"] + out.extras["priors"]:
+        assert q.mu.dtype == q.sigma.dtype == torch.float32
+    expected = -model.likelihood.log_prob(out.params.float(), model.likelihood.preprocess(x))
+    torch.testing.assert_close(out.recon, expected)

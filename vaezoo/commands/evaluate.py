@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..evaluation import evaluate
+from ..evaluation.metrics import default_max_batch
 from ._models import build_data, open_model
 
 NAME = "evaluate"
@@ -24,7 +25,13 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--k", type=int, default=100, help="importance samples (0: ELBO only)")
     parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--max_batch", type=int, default=2000, help="rows per batched forward pass of the k samples")
+    parser.add_argument(
+        "--max_batch", type=int | None, default=None,
+        help="rows per batched forward pass of the k samples (default: 2000 on GPUs, 500 on CPUs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--channels_last", type=bool, default=True, help="run in the channels_last memory format (faster on CPUs)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", type=str, default="cpu")
     parser.add_argument("--out", type=str | None, default=None, help="also write the results as JSON here")
@@ -40,12 +47,17 @@ def run(cfg) -> int:
     model, data_spec = open_model(cfg.model, cfg.device)
     data = build_data(data_spec, cfg.data)
     dataset = data.test_dataset()
+    if cfg.max_batch is not None and cfg.max_batch < 1:
+        raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     started = time.perf_counter()
     result = evaluate(model, dataset, k=cfg.k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
     seconds = time.perf_counter() - started
     bits = getattr(model.likelihood, "num_bits", None)
     depth = f"{bits}-bit data; " if bits else ""
-    protocol = f"{data.describe()}; {depth}k={cfg.k} importance samples, batched"
+    rows = cfg.max_batch or default_max_batch(model.device)
+    protocol = f"{data.describe()}; {depth}k={cfg.k} importance samples, batched ({rows} rows per forward pass)"
     console = Console(soft_wrap=True)
     console.print(f"[bold]{cfg.model}[/]: {result.describe()}")
     console.print(f"protocol: {protocol}; {seconds:.1f} s")

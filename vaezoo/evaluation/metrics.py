@@ -49,32 +49,53 @@ class EvaluationResult:
         return f"{elbo}{iw} on {self.num_examples} examples"
 
 
+def default_max_batch(device: torch.device) -> int:
+    """Rows per forward pass of the batched importance samples: GPUs want large batches, while on CPUs a few
+    hundred rows keep the activations in cache (the small NVAE: 1.0 ms per image at 250 rows, 2.2 ms at 2000)."""
+    return 2000 if device.type == "cuda" else 500
+
+
+def is_channels_last(model: torch.nn.Module) -> bool:
+    """Whether the model's 4-D weights are stored channels_last (``trainer.channels_last``)."""
+    for parameter in model.parameters():
+        if parameter.dim() == 4 and parameter.shape[1] > 1 and parameter.shape[2] * parameter.shape[3] > 1:
+            return parameter.is_contiguous(memory_format=torch.channels_last) and not parameter.is_contiguous()
+    return False
+
+
 @torch.no_grad()
 def evaluate(
     model: GenerativeModel,
     dataset: Dataset,
     k: int = 0,
     batch_size: int = 100,
-    max_batch: int = 2000,
+    max_batch: int | None = None,
     seed: int = 0,
 ) -> EvaluationResult:
-    """ELBO (one sample per example) and, when ``k > 0``, the k-sample importance-weighted NLL."""
+    """ELBO (one sample per example) and, when ``k > 0``, the k-sample importance-weighted NLL.
+
+    The k samples run batched, ``max_batch`` rows per forward pass (default :func:`default_max_batch`); inputs take
+    the model's memory format (channels_last models get channels_last batches).
+    """
     was_training = model.training
     model.eval()
     device = model.device
+    max_batch = max_batch or default_max_batch(device)
+    memory_format = torch.channels_last if is_channels_last(model) else torch.contiguous_format
     cpu_rng = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
         # two passes with their own seeds, so that the ELBO does not depend on k
         elbo_sum, iw_sum, count = 0.0, 0.0, 0
         for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            out = model(x.to(device))
+            out = model(x.to(device).contiguous(memory_format=memory_format))
             elbo_sum += float((-out.nelbo).double().sum())
             count += x.shape[0]
         if k > 0:
             torch.manual_seed(seed + 1)
             for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-                iw_sum += float(iw_log_likelihood(model, x.to(device), k, max_batch).double().sum())
+                x = x.to(device).contiguous(memory_format=memory_format)
+                iw_sum += float(iw_log_likelihood(model, x, k, max_batch).double().sum())
     finally:
         torch.set_rng_state(cpu_rng)
         model.train(was_training)

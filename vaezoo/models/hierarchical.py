@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..distributions import full_precision
 from ..interfaces import (
     Cell,
     Example,
@@ -337,7 +338,8 @@ class HierarchicalVAE(GenerativeModel):
             group += 1
 
         params = self.decode_state(state)
-        recon = -self.likelihood.log_prob(params, x)
+        with torch.autocast(x.device.type, enabled=False):  # the likelihood in full precision under autocast
+            recon = -self.likelihood.log_prob(full_precision(params), x)
         extras: dict[str, Any] = {
             "kl_diag": torch.stack(kl_diag),
             "posteriors": posteriors,
