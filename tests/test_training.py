@@ -141,3 +141,15 @@ def test_epochs_are_converted_to_steps_of_the_global_batch():
     trainer.prepare(model, FaultyELBO(), data.batch_size, len(data.train_dataset()))
     assert trainer.global_batch == 150 and trainer.steps_per_epoch == 30  # 4500 // 150
     assert trainer.max_steps == 60 and trainer.warmup_steps == 15
+
+
+def test_keep_freed_memory_configures_glibc_once():
+    import sys
+
+    from vaezoo.training import memory
+
+    applied = memory.keep_freed_memory()
+    assert applied is sys.platform.startswith("linux")  # glibc's mallopt accepted both settings
+    assert memory.keep_freed_memory() is applied  # idempotent
+    trainer = _trainer(keep_freed_memory=False)
+    assert trainer.keep_freed_memory is False

@@ -48,7 +48,7 @@ class _ELUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> Tensor:
         (out,) = ctx.saved_tensors
-        return grad_output * torch.where(out > 0, 1.0, out + 1.0)
+        return grad_output * torch.clamp(out, max=0.0).add_(1.0)  # exp(x) where x < 0, else 1
 
 
 def elu(x: Tensor) -> Tensor:
