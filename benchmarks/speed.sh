@@ -12,8 +12,9 @@ off="--trainer.keep_freed_memory false"
 fast="--trainer.channels_last true --trainer.depthwise_weight_grad compiled"
 run() { name=$1; shift; vaezoo benchmark "$@" --bench.out "$out/$name.json" > /dev/null; }
 run small_1_base $small $common --bench.repeats 7 $off
-run small_2_keep_freed $small $common --bench.repeats 7
-run small_3_fast $small $common --bench.repeats 7 $fast
+run small_2_keep_freed $small $common --bench.repeats 7 --trainer.keep_freed_memory true
+run small_3_fast $small $common --bench.repeats 7 --trainer.keep_freed_memory true $fast
+run small_4_fast_without_keep_freed $small $common --bench.repeats 7 $off $fast
 run paper_1_base $paper $common --bench.repeats 3 --bench.warmup 1 $off
 run paper_2_keep_freed $paper $common --bench.repeats 3 --bench.warmup 1
 run paper_3_fast $paper $common --bench.repeats 3 --bench.warmup 1 $fast

@@ -98,4 +98,4 @@ def test_evaluation_follows_the_model_memory_format_and_device():
     model = vaezoo.create("test-nvae")
     assert not is_channels_last(model)
     assert is_channels_last(model.to(memory_format=torch.channels_last))
-    assert default_max_batch(torch.device("cpu")) == 500 and default_max_batch(torch.device("cuda")) == 2000
+    assert default_max_batch(torch.device("cpu")) == 200 and default_max_batch(torch.device("cuda")) == 2000
