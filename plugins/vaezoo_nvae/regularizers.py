@@ -52,8 +52,8 @@ class SpectralRegularizer(Regularizer):
 
     Every ``nn.Conv2d`` of the model is covered, with the weight it actually applies (masked and weight-normalised
     where that applies; the very tensor of the last forward pass when its graph is still alive, so the
-    normalisation is not computed and differentiated twice), reshaped to ``(out, in * kh * kw)``. Weights of the same matrix shape are stacked in
-    module order and share one batched power iteration (``num_power_iterations`` per call under ``no_grad``; the
+    normalisation is not computed and differentiated twice), reshaped to ``(out, in * kh * kw)``. Weights of the
+    same matrix shape are stacked in module order and share one batched power iteration (``num_power_iterations`` per call under ``no_grad``; the
     first time a shape is seen, its vectors start from normalised standard-normal draws of the CPU generator and
     run ``first_call_multiplier`` times as many iterations).
 
