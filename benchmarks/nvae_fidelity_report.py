@@ -3,7 +3,8 @@
     python benchmarks/nvae_fidelity_report.py [FIXTURES_ROOT]
 
 Reads every fixture folder (``checkpoint.pt``, ``reference.safetensors``, ``reference.json``) under FIXTURES_ROOT
-(default ``$VAEZOO_NVLABS_FIXTURES`` or ``../shared/fixtures/nvae_official``), replays it through vaezoo and prints
+(default ``$VAEZOO_NVLABS_FIXTURES`` or the repository's ``tests/fixtures/nvae_official``), replays it through vaezoo
+with the fidelity tests' replay (``tests/nvae/replay.py``) and prints
 the maximum absolute and relative difference of every recorded quantity (grouped: per-group and per-buffer entries
 are summarised by their family), with 2 threads in fp32 as the fixtures were made.
 """
@@ -16,7 +17,10 @@ import sys
 from pathlib import Path
 
 import torch
-from vaezoo_nvae.fidelity import fixture_dirs, replay_fixture
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the replay lives with the tests that use it
+from tests.nvae.replay import replay_fixture  # noqa: E402
 
 
 def family(name: str) -> str:
@@ -28,10 +32,10 @@ def family(name: str) -> str:
 
 
 def main() -> None:
-    default = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nvae_official"
+    default = REPO / "tests" / "fixtures" / "nvae_official"
     root = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("VAEZOO_NVLABS_FIXTURES") or default)
     torch.set_num_threads(2)
-    dirs = fixture_dirs(root)
+    dirs = sorted(p.parent for p in root.glob("*/reference.safetensors"))
     if not dirs:
         sys.exit(f"no fixtures under {root}")
     for fixture in dirs:

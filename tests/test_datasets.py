@@ -21,13 +21,13 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from vaezoo_datasets import CIFAR10, FFHQ256, MNIST, CelebA64, CelebAHQ256, ImageFolder, ImageNet32
+from vaezoo_datasets.testing import write_celeba, write_image_files
 
 import vaezoo
 from vaezoo.cli import main
-from vaezoo.data import CIFAR10, FFHQ256, MNIST, CelebA64, CelebAHQ256, ImageFolder, ImageNet32
 from vaezoo.data.prepare import PrepareOptions, prepare
 from vaezoo.data.splits import resolve_test_count
-from vaezoo.data.synthetic import write_celeba, write_image_files
 from vaezoo.data.transforms import CELEBA64_CROP
 from vaezoo.errors import ConfigError
 

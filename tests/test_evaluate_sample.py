@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from PIL import Image
+from vaezoo_datasets import BundledMNIST
 
 import vaezoo
 from vaezoo.cli import main
-from vaezoo.data import BundledMNIST
 from vaezoo.evaluation.metrics import iw_log_likelihood
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")

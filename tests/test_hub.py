@@ -318,7 +318,7 @@ def test_bad_names_give_one_clear_line(name, pattern, capsys):
 def test_from_pretrained_refuses_another_class(tmp_path):
     folder = _model().save_pretrained(tmp_path / "tiny")
 
-    class Other(GenerativeModel):
+    class Other(hub.ModelHubMixin, GenerativeModel):
         pass
 
     with pytest.raises(CheckpointError, match="holds a ConvVAE, not a Other"):
@@ -350,7 +350,7 @@ def test_save_replaces_a_model_folder_only_after_success(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(hub, "model_card", fail)  # the last file written: weights and config are already there
+    monkeypatch.setattr(hub.saving, "model_card", fail)  # the last file written: weights and config are already there
     with pytest.raises(OSError, match="disk full"):
         second.save_pretrained(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -416,7 +416,7 @@ def test_pretrained_table_entries():
         assert (metric["value"], metric["unit"], metric["source"]) == (value, unit, "paper, Table 1")
         assert "1000 samples" in metric["protocol"]
         card = {k: v for k, v in meta.items() if k not in ("repo_id", "revision")}
-        assert hub._check_metadata(card) == card  # usable as card metadata as it is (vaezoo push --pretrained)
+        assert hub.check_metadata(card) == card  # usable as card metadata as it is (vaezoo push --pretrained)
 
 
 def _official_checkpoint() -> Path:

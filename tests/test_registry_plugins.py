@@ -102,7 +102,7 @@ def test_block_plugins_env(monkeypatch):
 def test_list_and_plugins_commands(capsys):
     assert main(["list", "prior"]) == 0
     out = capsys.readouterr().out
-    assert "StandardNormalPrior" in out and "baselines" in out
+    assert "StandardNormalPrior" in out and "core" in out
     assert main(["list", "preset", "test-*"]) == 0
     out = capsys.readouterr().out
     assert "test-vae" in out and "vae-mnist" not in out

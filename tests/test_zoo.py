@@ -11,11 +11,11 @@ import torch
 import yaml
 from conftest import REPO_ROOT
 from torch import nn
-from vaezoo_nvae.layers import BatchNormSwish
 from vaezoo_nvae.presets import nvae_spec
 
 import vaezoo
 from vaezoo.cli import main
+from vaezoo.nn import BatchNormSwish
 
 RECIPES = REPO_ROOT / "recipes"
 ABLATIONS = sorted((RECIPES / "ablations").glob("*.yaml"))

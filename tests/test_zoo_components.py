@@ -8,13 +8,14 @@ import math
 
 import pytest
 import torch
-from vaezoo_baselines import ELBO, IWAE, ConvVAE, GradientSkipping
+from vaezoo_baselines import IWAE, ConvVAE
+from vaezoo_datasets import BundledMNIST
 from vaezoo_iaf import ContextualIAF, ContextualIAFStep
 from vaezoo_ladder import PrecisionWeightedPosterior, precision_weighted
 from vaezoo_vdvae import BottleneckBlock, BottleneckNormalPrior, ZInjectionCombiner
 
 import vaezoo
-from vaezoo.data import BundledMNIST
+from vaezoo.components import ELBO, GradientSkipping
 from vaezoo.distributions import DiagonalNormal
 from vaezoo.training import Trainer
 

@@ -1,4 +1,8 @@
-"""Generic latent distributions (paper-specific ones live in their plugins)."""
+"""Generic latent distributions: a diagonal Normal and a soft-clamped diagonal Normal.
+
+``SoftClampedNormal`` keeps the raw (pre-clamp) parameters so that a residual posterior can add its own raw
+parameters to the prior's before clamping, as NVAE does.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import torch
 from torch import Tensor
 
 from .interfaces import LatentDistribution
+from .nn import soft_clamp
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
@@ -35,4 +40,32 @@ class DiagonalNormal(LatentDistribution):
 
     def log_prob(self, z: Tensor) -> Tensor:
         normalized = (z - self.mu) / self.sigma
-        return -0.5 * normalized * normalized - _HALF_LOG_2PI - self.log_sigma
+        return -0.5 * normalized * normalized - HALF_LOG_2PI - self.log_sigma
+
+
+class SoftClampedNormal(LatentDistribution):
+    """N(mu, sigma^2) with ``mu = 5 tanh(raw_mu / 5)`` and ``sigma = (exp(5 tanh(raw_log_sigma / 5)) + 0.01) * t``."""
+
+    def __init__(
+        self,
+        raw_mu: Tensor,
+        raw_log_sigma: Tensor,
+        temperature: float = 1.0,
+        bound: float = 5.0,
+        min_sigma: float = 1e-2,
+    ) -> None:
+        raw_mu, raw_log_sigma = full_precision(raw_mu), full_precision(raw_log_sigma)  # fp32 under autocast
+        self.raw_mu, self.raw_log_sigma = raw_mu, raw_log_sigma
+        self.mu = soft_clamp(raw_mu, bound)
+        self.sigma = torch.exp(soft_clamp(raw_log_sigma, bound)) + min_sigma
+        if temperature != 1.0:
+            self.sigma = self.sigma * temperature
+
+    def sample(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if noise is None:
+            noise = torch.randn(self.mu.shape, dtype=self.mu.dtype, device=self.mu.device)
+        return noise * self.sigma + self.mu, noise
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        normalized = (z - self.mu) / self.sigma
+        return -0.5 * normalized * normalized - HALF_LOG_2PI - torch.log(self.sigma)

@@ -258,25 +258,30 @@ class GenerativeModel(nn.Module, Component):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # Saved models and the Hub: thin delegates to vaezoo.hub (imported lazily).
-    def save_pretrained(self, save_directory: str, **card_metadata: Any) -> Any:
-        """Write config.json, model.safetensors and a README.md model card (see :mod:`vaezoo.hub`)."""
-        from .hub import save_pretrained
+    # -- speed switches: the trainer turns on what the recipe asks for; a model declares what it supports --------
+    #: whether :meth:`enable_gradient_checkpointing` works for this model
+    supports_gradient_checkpointing: ClassVar[bool] = False
 
-        return save_pretrained(self, save_directory, **card_metadata)
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute activations in the backward pass instead of keeping them (less memory, more time)."""
+        if not self.supports_gradient_checkpointing:
+            raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
+        self.gradient_checkpointing = enabled
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload this model to a Hub repo (see :func:`vaezoo.hub.push_to_hub`)."""
-        from .hub import push_to_hub
+    def set_depthwise_weight_grad(self, mode: str) -> int:
+        """Choose how depthwise convolutions compute their weight gradient (``"native"`` or ``"compiled"``);
+        returns the number of layers switched. Models built from :mod:`vaezoo.nn` convolutions implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no layer with a choice of depthwise weight gradient")
 
-        return push_to_hub(self, repo_id, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, revision: str | None = None, device: Any = "cpu") -> GenerativeModel:
-        """Load a saved model (folder, ``org/repo``, pretrained name); refuses a model of another class."""
-        from .hub import from_pretrained
-
-        return from_pretrained(name_or_path, revision=revision, device=device, expected_class=cls)
+    def compile_cells(self) -> int:
+        """``torch.compile`` every :class:`Cell` of the model in place (fuses their elementwise tails); returns
+        how many were compiled."""
+        cells = [m for m in self.modules() if isinstance(m, Cell)]
+        if not cells:
+            raise NotImplementedError(f"{type(self).__name__} has no cells to compile")
+        for cell in cells:
+            cell.compile(dynamic=False)
+        return len(cells)
 
 
 class Objective(nn.Module, Component):

@@ -10,6 +10,7 @@ Environment variables:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ ENTRY_POINT_GROUP = "vaezoo"
 DISABLE_AUTOLOAD_ENV = "VAEZOO_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "VAEZOO_BLOCK_PLUGINS"
 _BUILTIN_DISTRIBUTION = "vaezoo"
+#: plugins inside the core package, loaded like any other (blockable by name) before the entry points
+DEFAULT_PLUGINS: dict[str, str] = {"core": "vaezoo.components"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    version = importlib_metadata.version(_BUILTIN_DISTRIBUTION)
+    for name, module in DEFAULT_PLUGINS.items():
+        if pm.is_blocked(name) or pm.get_plugin(name) is not None:
+            continue
+        pm.register(importlib.import_module(module), name=name)
+        _infos[name] = PluginInfo(name, _BUILTIN_DISTRIBUTION, version, True)
     autoload = not _truthy(os.environ.get(DISABLE_AUTOLOAD_ENV))
     for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)

@@ -40,6 +40,8 @@ class Entry:
     target: Any
     plugin: str
     metadata: dict = field(default_factory=dict)
+    #: earlier full class paths of the target (it moved): they still resolve to this entry
+    aliases: tuple[str, ...] = ()
 
     @property
     def class_path(self) -> str | None:
@@ -61,7 +63,16 @@ class Registry:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
 
     # -- writing -------------------------------------------------------------------------------
-    def register(self, kind: str, target: Any, name: str | None = None, *, plugin: str = "?", **metadata: Any) -> Any:
+    def register(
+        self,
+        kind: str,
+        target: Any,
+        name: str | None = None,
+        *,
+        plugin: str = "?",
+        aliases: Iterable[str] = (),
+        **metadata: Any,
+    ) -> Any:
         if kind not in self._entries:
             raise RegistryError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
         name = name or getattr(target, "__name__", None)
@@ -72,7 +83,7 @@ class Registry:
             raise RegistryError(
                 f"{kind} {name!r} is registered twice: by plugin {existing.plugin!r} and by plugin {plugin!r}"
             )
-        self._entries[kind][name] = Entry(kind, name, target, plugin, dict(metadata))
+        self._entries[kind][name] = Entry(kind, name, target, plugin, dict(metadata), tuple(aliases))
         return target
 
     # -- reading -------------------------------------------------------------------------------
@@ -104,8 +115,10 @@ class Registry:
             for entry in kind_entries.values():
                 if entry.class_path is None:
                     continue
-                if class_path in (entry.class_path, entry.name, entry.target.__name__) or _reexported(
-                    class_path, entry.target
+                if class_path in (entry.class_path, entry.name, entry.target.__name__, *entry.aliases):
+                    return entry
+                if _reexported(class_path, entry.target.__module__, entry.target.__qualname__) or any(
+                    _reexported(class_path, *alias.rsplit(".", 1)) for alias in entry.aliases
                 ):
                     return entry
         return None
@@ -123,11 +136,11 @@ class Registry:
             raise RegistryError(unknown_name_message("component kind", kind, list(self._entries)))
 
 
-def _reexported(class_path: str, cls: type) -> bool:
+def _reexported(class_path: str, defining_module: str, qualname: str) -> bool:
     """``pkg.Name`` where ``pkg`` is a parent package of the module defining ``Name`` (a re-export,
     which is how jsonargparse spells class paths). Decided from the string alone: nothing is imported."""
     module, _, attr = class_path.rpartition(".")
-    return bool(module) and attr == cls.__qualname__ and cls.__module__.startswith(module + ".")
+    return bool(module) and attr == qualname and defining_module.startswith(module + ".")
 
 
 def unknown_name_message(what: str, name: str, choices: Iterable[str]) -> str:

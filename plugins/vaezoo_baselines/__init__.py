@@ -1,33 +1,25 @@
-"""Baseline VAEs as vaezoo components (registered through the ``vaezoo`` entry-point group)."""
+"""Baseline VAEs (Kingma & Welling 2014; beta-VAE, Higgins et al. 2017; IWAE, Burda et al. 2016) as vaezoo components.
+
+Registered here: the convolutional VAE with its Gaussian posterior, the IWAE objective and the ``vae-mnist`` /
+``test-vae`` presets. The prior, the likelihood and the ELBO are the core's (:mod:`vaezoo.components`).
+"""
 
 from __future__ import annotations
 
 from vaezoo import hookimpl
 
-from .components import BernoulliLikelihood, GaussianPosterior, StandardNormalPrior
+from .components import GaussianPosterior
 from .conv_vae import ConvVAE
-from .objectives import ELBO, IWAE, GradientSkipping
+from .objectives import IWAE
 
-__all__ = [
-    "ELBO",
-    "IWAE",
-    "BernoulliLikelihood",
-    "ConvVAE",
-    "GaussianPosterior",
-    "GradientSkipping",
-    "StandardNormalPrior",
-]
+__all__ = ["IWAE", "ConvVAE", "GaussianPosterior"]
 
 
 @hookimpl
 def register_components(register):
     register("model", ConvVAE)
-    register("prior", StandardNormalPrior)
     register("posterior", GaussianPosterior)
-    register("likelihood", BernoulliLikelihood)
-    register("objective", ELBO)
     register("objective", IWAE)
-    register("objective", GradientSkipping)
 
 
 def _conv_vae_spec(**init_args):

@@ -1,36 +1,12 @@
-"""Components of the baseline VAE: a diagonal-Gaussian posterior and prior (and the shared Bernoulli likelihood)."""
+"""The posterior of the baseline ConvVAE: a diagonal Gaussian read directly from the encoder output."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from vaezoo.distributions import DiagonalNormal
-from vaezoo.interfaces import Example, LatentDistribution, Posterior, Prior
-from vaezoo.likelihoods import BernoulliLikelihood
-
-
-class StandardNormalPrior(Prior):
-    """p(z) = N(0, I), scaled by the sampling temperature."""
-
-    def forward(
-        self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0
-    ) -> LatentDistribution:
-        zeros = torch.zeros(tuple(latent_shape), device=self.device_hint(state))
-        return DiagonalNormal(zeros, zeros, temperature)
-
-    @staticmethod
-    def device_hint(state: Tensor | None) -> torch.device:
-        return state.device if state is not None else torch.device("cpu")
-
-    @classmethod
-    def example(cls) -> Example:
-        z = torch.randn(3, 4, requires_grad=True)
-        return Example(
-            build=cls, inputs=(z,), output_shape=(3, 4), call=lambda m, i: m(i[0], i[0].shape).log_prob(i[0])
-        )
+from vaezoo.interfaces import Example, LatentDistribution, Posterior
 
 
 class GaussianPosterior(Posterior):
@@ -53,4 +29,4 @@ class GaussianPosterior(Posterior):
         )
 
 
-__all__ = ["BernoulliLikelihood", "GaussianPosterior", "StandardNormalPrior"]
+__all__ = ["GaussianPosterior"]

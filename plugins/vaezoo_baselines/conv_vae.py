@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vaezoo.components import BernoulliLikelihood, StandardNormalPrior
 from vaezoo.errors import ConfigError
+from vaezoo.hub.mixin import ModelHubMixin
 from vaezoo.interfaces import Example, GenerativeModel, Likelihood, ModelOutput, Posterior, Prior
 
-from .components import BernoulliLikelihood, GaussianPosterior, StandardNormalPrior
+from .components import GaussianPosterior
 
 
-class ConvVAE(GenerativeModel):
+class ConvVAE(ModelHubMixin, GenerativeModel):
     """Two stride-2 conv layers down to a latent vector and two transposed convs back up.
 
     ``image_shape`` is ``[C, H, W]`` with H and W divisible by 4.

@@ -2,17 +2,18 @@
 
 Registered here: the context-conditioned inverse autoregressive flow (``ContextualIAF``), the weight-normalised ELU
 residual cells of the paper's ResNet VAE (also the "WN + ELU" side of NVAE's normalisation ablation), and the
-``iaf-vae-mnist`` / ``test-iaf-vae`` presets. The model itself is the generic ``HierarchicalVAE`` (registered by the
-NVAE plugin), with the posterior and prior components of the NVAE and baselines plugins.
+``iaf-vae-mnist`` / ``test-iaf-vae`` presets. The model itself is the core's ``HierarchicalVAE`` with the core's
+Normal posterior and priors (:mod:`vaezoo.components`).
 """
 
 from __future__ import annotations
 
 from vaezoo import hookimpl
+from vaezoo.models import register_preset_table
 
 from .cells import WeightNormELUDepthwiseCell, WeightNormELUResidualCell
 from .flows import ContextualIAF, ContextualIAFStep
-from .presets import PRESETS, iaf_vae_spec, preset_factory
+from .presets import PRESETS, iaf_vae_spec
 
 __all__ = [
     "ContextualIAF",
@@ -32,5 +33,4 @@ def register_components(register):
 
 @hookimpl
 def register_presets(register):
-    for name, (_, description) in PRESETS.items():
-        register(name, preset_factory(name), description=description)
+    register_preset_table(register, PRESETS, iaf_vae_spec)

@@ -21,9 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d, elu
 
 from vaezoo.interfaces import Example, Flow
+from vaezoo.nn import MaskedWeightNormConv2d, WeightNormConv2d, elu
 
 
 class ContextualIAFStep(nn.Module):

@@ -9,8 +9,7 @@ posterior sample goes through IAF steps conditioned on the same features (the co
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from vaezoo.models import hierarchical_spec
 
 
 def iaf_vae_spec(
@@ -29,43 +28,24 @@ def iaf_vae_spec(
 ) -> dict:
     """The spec of a ResNet VAE with IAF posteriors (channel counts double at every down-sampling)."""
     block = {"class_path": "WeightNormELUResidualCell", "init_args": {"use_se": False, "residual_scale": 0.1}}
-    init_args: dict[str, Any] = {
-        "image_shape": list(image_shape),
-        "likelihood": copy.deepcopy(likelihood),
-        "stem": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3}},
-        "preprocess_cell": copy.deepcopy(block),
-        "encoder_cell": copy.deepcopy(block),
-        "encoder_combiner": {"class_path": "EncoderCombiner"},
-        "encoder_head": {
-            "class_path": "WeightNormConvCell",
-            "init_args": {"kernel_size": 1, "elu_before": True, "elu_after": True},
-        },
+    components = {
+        "likelihood": likelihood,
+        "preprocess_cell": block,
+        "encoder_cell": block,
         "posterior": {"class_path": "NormalPosterior"},
         "top_prior": {"class_path": "StandardNormalPrior"},
         "prior": {"class_path": "NormalPrior"},
-        "decoder_cell": copy.deepcopy(block),
-        "decoder_combiner": {"class_path": "DecoderCombiner"},
-        "postprocess_cell": copy.deepcopy(block),
-        "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3, "elu_before": True}},
+        "decoder_cell": block,
+        "postprocess_cell": block,
         "flow": {"class_path": "ContextualIAF", "init_args": {"num_steps": iaf_steps}} if num_flows else None,
-        "num_flows": num_flows,
-        "encoder_channels": channels,
-        "decoder_channels": channels,
-        "latent_channels": latent_channels,
-        "num_latent_scales": num_latent_scales,
-        "groups_per_scale": groups_per_scale,
-        "adaptive_groups": False,
-        "min_groups_per_scale": 1,
-        "encoder_cells_per_group": cells_per_group,
-        "decoder_cells_per_group": cells_per_group,
-        "preprocess_blocks": preprocess_blocks,
-        "preprocess_cells": preprocess_cells,
-        "postprocess_blocks": preprocess_blocks,
-        "postprocess_cells": preprocess_cells,
-        "channel_multiplier": 2,
-        "center_input": True,
     }
-    return {"class_path": "HierarchicalVAE", "init_args": init_args}
+    return hierarchical_spec(
+        components, image_shape=image_shape, num_flows=num_flows, encoder_channels=channels,
+        decoder_channels=channels, latent_channels=latent_channels, num_latent_scales=num_latent_scales,
+        groups_per_scale=groups_per_scale, encoder_cells_per_group=cells_per_group,
+        decoder_cells_per_group=cells_per_group, preprocess_blocks=preprocess_blocks,
+        preprocess_cells=preprocess_cells, postprocess_blocks=preprocess_blocks, postprocess_cells=preprocess_cells,
+    )  # fmt: skip
 
 
 #: name -> (spec keyword arguments, description); ``iaf-vae-mnist`` is the model of recipes/iaf_vae_mnist.yaml
@@ -85,14 +65,3 @@ PRESETS: dict[str, tuple[dict, str]] = {
         "a tiny IAF-VAE for tests (8x8 binary images)",
     ),
 }  # fmt: skip
-
-
-def preset_factory(name: str):
-    kwargs = PRESETS[name][0]
-
-    def factory(**overrides: Any) -> dict:
-        spec = iaf_vae_spec(**copy.deepcopy(kwargs))
-        spec["init_args"].update(overrides)
-        return spec
-
-    return factory

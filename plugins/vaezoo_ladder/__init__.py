@@ -1,16 +1,17 @@
 """Ladder VAE (Sonderby et al., NeurIPS 2016) as vaezoo components.
 
 Registered here: the precision-weighted posterior, the pass-through encoder combiner and the latent-only decoder
-combiner, and the ``lvae-mnist`` / ``test-lvae`` presets. The model is the generic ``HierarchicalVAE`` (registered by
-the NVAE plugin) trained with the baselines' ``ELBO`` and its KL warm-up.
+combiner, and the ``lvae-mnist`` / ``test-lvae`` presets. The model is the core's ``HierarchicalVAE`` trained with the
+core's ``ELBO`` and its KL warm-up.
 """
 
 from __future__ import annotations
 
 from vaezoo import hookimpl
+from vaezoo.models import register_preset_table
 
 from .components import LatentOnlyCombiner, PassThroughCombiner, PrecisionWeightedPosterior, precision_weighted
-from .presets import PRESETS, ladder_vae_spec, preset_factory
+from .presets import PRESETS, ladder_vae_spec
 
 __all__ = [
     "LatentOnlyCombiner",
@@ -30,5 +31,4 @@ def register_components(register):
 
 @hookimpl
 def register_presets(register):
-    for name, (_, description) in PRESETS.items():
-        register(name, preset_factory(name), description=description)
+    register_preset_table(register, PRESETS, ladder_vae_spec)

@@ -1,6 +1,6 @@
 """Ladder VAE specs, assembled by the generic hierarchical assembler (``HierarchicalVAE``).
 
-Bottom-up: the encoder tower (BatchNorm-Swish residual cells), whose features are remembered per group and passed
+Bottom-up: the encoder tower (the core's BatchNorm-Swish residual cells), whose features are remembered per group and passed
 to the posteriors unchanged (``PassThroughCombiner``). Top-down: each group's prior comes from the decoder state,
 the posterior is the precision-weighted merge (``PrecisionWeightedPosterior``), and the next state is computed from
 the latent sample alone (``LatentOnlyCombiner``). Train with ``ELBO`` and a KL warm-up (``kl_warmup_steps``).
@@ -8,8 +8,7 @@ the latent sample alone (``LatentOnlyCombiner``). Train with ``ELBO`` and a KL w
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from vaezoo.models import hierarchical_spec
 
 
 def ladder_vae_spec(
@@ -25,43 +24,25 @@ def ladder_vae_spec(
     preprocess_cells: int = 1,
 ) -> dict:
     cell = {"class_path": "ResidualCell", "init_args": {"use_se": False, "residual_scale": 0.1}}
-    init_args: dict[str, Any] = {
-        "image_shape": list(image_shape),
-        "likelihood": copy.deepcopy(likelihood),
-        "stem": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3}},
-        "preprocess_cell": copy.deepcopy(cell),
-        "encoder_cell": copy.deepcopy(cell),
+    components = {
+        "likelihood": likelihood,
+        "preprocess_cell": cell,
+        "encoder_cell": cell,
         "encoder_combiner": {"class_path": "PassThroughCombiner"},
-        "encoder_head": {
-            "class_path": "WeightNormConvCell",
-            "init_args": {"kernel_size": 1, "elu_before": True, "elu_after": True},
-        },
         "posterior": {"class_path": "PrecisionWeightedPosterior"},
         "top_prior": {"class_path": "StandardNormalPrior"},
         "prior": {"class_path": "NormalPrior"},
-        "decoder_cell": copy.deepcopy(cell),
+        "decoder_cell": cell,
         "decoder_combiner": {"class_path": "LatentOnlyCombiner", "init_args": {"kernel_size": 3}},
-        "postprocess_cell": copy.deepcopy(cell),
-        "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3, "elu_before": True}},
-        "flow": None,
-        "num_flows": 0,
-        "encoder_channels": channels,
-        "decoder_channels": channels,
-        "latent_channels": latent_channels,
-        "num_latent_scales": num_latent_scales,
-        "groups_per_scale": groups_per_scale,
-        "adaptive_groups": False,
-        "min_groups_per_scale": 1,
-        "encoder_cells_per_group": cells_per_group,
-        "decoder_cells_per_group": cells_per_group,
-        "preprocess_blocks": preprocess_blocks,
-        "preprocess_cells": preprocess_cells,
-        "postprocess_blocks": preprocess_blocks,
-        "postprocess_cells": preprocess_cells,
-        "channel_multiplier": 2,
-        "center_input": True,
+        "postprocess_cell": cell,
     }
-    return {"class_path": "HierarchicalVAE", "init_args": init_args}
+    return hierarchical_spec(
+        components, image_shape=image_shape, encoder_channels=channels, decoder_channels=channels,
+        latent_channels=latent_channels, num_latent_scales=num_latent_scales, groups_per_scale=groups_per_scale,
+        encoder_cells_per_group=cells_per_group, decoder_cells_per_group=cells_per_group,
+        preprocess_blocks=preprocess_blocks, preprocess_cells=preprocess_cells, postprocess_blocks=preprocess_blocks,
+        postprocess_cells=preprocess_cells,
+    )  # fmt: skip
 
 
 #: name -> (spec keyword arguments, description); ``lvae-mnist`` is the model of recipes/lvae_mnist.yaml
@@ -81,14 +62,3 @@ PRESETS: dict[str, tuple[dict, str]] = {
         "a tiny Ladder VAE for tests (8x8 binary images)",
     ),
 }  # fmt: skip
-
-
-def preset_factory(name: str):
-    kwargs = PRESETS[name][0]
-
-    def factory(**overrides: Any) -> dict:
-        spec = ladder_vae_spec(**copy.deepcopy(kwargs))
-        spec["init_args"].update(overrides)
-        return spec
-
-    return factory

@@ -1,19 +1,20 @@
 """NVAE (Vahdat & Kautz, NeurIPS 2020) as vaezoo components.
 
-Registered here: the cells, the soft-clamped Normal priors and posteriors, the paired autoregressive flow, the
-likelihoods, the spectral and BatchNorm regularisers, the NVAE objective, the generic hierarchical assembler
-(``HierarchicalVAE``, from :mod:`vaezoo.models`), the presets (``nvae-*``, ``test-nvae``) and the ``nvlabs``
-converter for official checkpoints.
+Registered here, what the paper adds: the depthwise inverted-residual decoder cell, the fixed top prior
+N(0, 1.01^2) and the residual Normal posterior, the paired autoregressive flow, the discretised logistic mixture
+and soft-clamped Normal likelihoods, the spectral and BatchNorm regularisers, the NVAE objective (KL warm-up and
+balancing), the presets (``nvae-*``, ``test-nvae``), the pretrained table and the ``nvlabs`` converter for official
+checkpoints. The models are the core's ``HierarchicalVAE`` assembled with the core's generic cells, Normal
+priors/posteriors and Bernoulli likelihood (:mod:`vaezoo.components`).
 """
 
 from __future__ import annotations
 
 from vaezoo import hookimpl
-from vaezoo.models import HierarchicalVAE
 
 from . import pretrained
-from .cells import DecoderCombiner, DepthwiseResidualCell, EncoderCombiner, ResidualCell, WeightNormConvCell
-from .distributions import FixedNormalPrior, NormalPosterior, NormalPrior, ResidualNormalPosterior, SoftClampedNormal
+from .cells import DepthwiseResidualCell
+from .distributions import FixedNormalPrior, ResidualNormalPosterior
 from .flows import PairedAutoregressiveFlow
 from .likelihoods import DiscretizedLogisticMixture, SoftClampedNormalLikelihood
 from .objective import NVAEObjective
@@ -21,33 +22,24 @@ from .regularizers import BatchNormScaleRegularizer, SpectralRegularizer
 
 __all__ = [
     "BatchNormScaleRegularizer",
-    "DecoderCombiner",
     "DepthwiseResidualCell",
     "DiscretizedLogisticMixture",
-    "EncoderCombiner",
     "FixedNormalPrior",
-    "HierarchicalVAE",
     "NVAEObjective",
-    "NormalPosterior",
-    "NormalPrior",
     "PairedAutoregressiveFlow",
-    "ResidualCell",
     "ResidualNormalPosterior",
-    "SoftClampedNormal",
     "SoftClampedNormalLikelihood",
     "SpectralRegularizer",
-    "WeightNormConvCell",
 ]
 
 _COMPONENTS = {
-    "cell": [ResidualCell, DepthwiseResidualCell, WeightNormConvCell, EncoderCombiner, DecoderCombiner],
-    "prior": [FixedNormalPrior, NormalPrior],
-    "posterior": [ResidualNormalPosterior, NormalPosterior],
+    "cell": [DepthwiseResidualCell],
+    "prior": [FixedNormalPrior],
+    "posterior": [ResidualNormalPosterior],
     "flow": [PairedAutoregressiveFlow],
     "likelihood": [DiscretizedLogisticMixture, SoftClampedNormalLikelihood],
     "regularizer": [SpectralRegularizer, BatchNormScaleRegularizer],
     "objective": [NVAEObjective],
-    "model": [HierarchicalVAE],
 }
 
 

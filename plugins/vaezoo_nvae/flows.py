@@ -13,8 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from vaezoo.interfaces import Example, Flow
-
-from .layers import MaskedWeightNormConv2d, elu
+from vaezoo.nn import MaskedWeightNormConv2d, elu
 
 
 class AutoregressiveShiftCell(nn.Module):

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vaezoo.distributions import SoftClampedNormal
 from vaezoo.interfaces import Example, Likelihood
-
-from .distributions import SoftClampedNormal
 
 
 def reduce_bits(x: Tensor, num_bits: int) -> Tensor:

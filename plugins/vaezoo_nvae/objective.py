@@ -1,5 +1,4 @@
-"""NVAE's training objective (KL warm-up, KL balancing, regularisers weighted by an annealed lambda) and the
-evaluation helpers that go with it (ELBO, importance-weighted bound, BatchNorm re-adjustment)."""
+"""NVAE's training objective: KL warm-up, KL balancing, and regularisers weighted by an annealed lambda."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaezoo.evaluation.bn import readjust_batchnorm as readjust_batchnorm_core
-from vaezoo.evaluation.metrics import importance_samples
 from vaezoo.interfaces import Example, GenerativeModel, ModelOutput, Objective, Regularizer
 
 from .regularizers import BatchNormScaleRegularizer, SpectralRegularizer
@@ -74,28 +71,6 @@ def nelbo(out: ModelOutput) -> Tensor:
     """Negative ELBO per example (nats): ``recon + sum_i KL_i``."""
     kl_all = out.kl.t().contiguous()
     return out.recon + torch.sum(kl_all, dim=1)
-
-
-def importance_weighted_bound(
-    model: GenerativeModel, x: Tensor, num_samples: int, noise: Sequence[list[Tensor]] | None = None
-) -> dict[str, Tensor]:
-    """The official ``test()`` numbers from vaezoo's batched estimator: ``log_iw [K, B]``, ``neg_log_p`` (batch
-    mean of ``-(logsumexp_k log_iw - log K)``) and ``nelbo`` (mean over examples and samples)."""
-    with torch.no_grad():
-        log_iw, nelbos = importance_samples(model, x, num_samples, noise=noise)
-    log_px = torch.logsumexp(log_iw, dim=0) - math.log(num_samples)
-    return {"log_iw": log_iw, "neg_log_p": -torch.mean(log_px), "nelbo": torch.mean(nelbos)}
-
-
-def readjust_batchnorm(
-    model: GenerativeModel,
-    num_samples: int,
-    temperature: float,
-    iterations: int,
-    noise: Sequence[list[Tensor]] | None = None,
-) -> None:
-    """NVAE's ``set_bn``: :func:`vaezoo.evaluation.bn.readjust_batchnorm` with the official argument order."""
-    readjust_batchnorm_core(model, iterations, num_samples, temperature, noise)
 
 
 class NVAEObjective(Objective):

@@ -7,12 +7,12 @@ registered class, so a recipe can swap any one of them.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from typing import Any
 
 from vaezoo.errors import ConfigError
+from vaezoo.models import hierarchical_spec, preset_factory
 
 #: the official arguments that change the model, with the defaults of the official argument parser
 OFFICIAL_MODEL_ARG_DEFAULTS: dict[str, Any] = {
@@ -89,43 +89,25 @@ def nvae_spec(
 ) -> dict:
     """The spec of an NVAE with the given architecture knobs (names follow the paper's hyper-parameters)."""
     residual = {"use_se": use_se, "residual_scale": 0.1}
-    init_args = {
-        "image_shape": list(image_shape),
-        "likelihood": copy.deepcopy(likelihood),
-        "stem": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3}},
-        "preprocess_cell": {"class_path": "ResidualCell", "init_args": dict(residual)},
-        "encoder_cell": {"class_path": "ResidualCell", "init_args": dict(residual)},
-        "encoder_combiner": {"class_path": "EncoderCombiner"},
-        "encoder_head": {
-            "class_path": "WeightNormConvCell",
-            "init_args": {"kernel_size": 1, "elu_before": True, "elu_after": True},
-        },
+    components = {
+        "likelihood": likelihood,
+        "preprocess_cell": {"class_path": "ResidualCell", "init_args": residual},
+        "encoder_cell": {"class_path": "ResidualCell", "init_args": residual},
         "posterior": {"class_path": "ResidualNormalPosterior" if res_dist else "NormalPosterior"},
         "top_prior": {"class_path": "FixedNormalPrior"},
         "prior": {"class_path": "NormalPrior"},
         "decoder_cell": {"class_path": "DepthwiseResidualCell", "init_args": {"expansion": 6.0, **residual}},
-        "decoder_combiner": {"class_path": "DecoderCombiner"},
         "postprocess_cell": {"class_path": "DepthwiseResidualCell", "init_args": {"expansion": 3.0, **residual}},
-        "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3, "elu_before": True}},
         "flow": {"class_path": "PairedAutoregressiveFlow"} if num_nf else None,
-        "num_flows": num_nf,
-        "encoder_channels": channels_enc,
-        "decoder_channels": channels_dec,
-        "latent_channels": latent_per_group,
-        "num_latent_scales": num_latent_scales,
-        "groups_per_scale": groups_per_scale,
-        "adaptive_groups": ada_groups,
-        "min_groups_per_scale": min_groups_per_scale,
-        "encoder_cells_per_group": cells_per_group_enc,
-        "decoder_cells_per_group": cells_per_group_dec,
-        "preprocess_blocks": preprocess_blocks,
-        "preprocess_cells": preprocess_cells,
-        "postprocess_blocks": postprocess_blocks,
-        "postprocess_cells": postprocess_cells,
-        "channel_multiplier": 2,
-        "center_input": True,
     }
-    return {"class_path": "HierarchicalVAE", "init_args": init_args}
+    return hierarchical_spec(
+        components, image_shape=image_shape, num_flows=num_nf, encoder_channels=channels_enc,
+        decoder_channels=channels_dec, latent_channels=latent_per_group, num_latent_scales=num_latent_scales,
+        groups_per_scale=groups_per_scale, adaptive_groups=ada_groups, min_groups_per_scale=min_groups_per_scale,
+        encoder_cells_per_group=cells_per_group_enc, decoder_cells_per_group=cells_per_group_dec,
+        preprocess_blocks=preprocess_blocks, preprocess_cells=preprocess_cells, postprocess_blocks=postprocess_blocks,
+        postprocess_cells=postprocess_cells,
+    )  # fmt: skip
 
 
 def spec_from_official_args(args: dict[str, Any]) -> dict:
@@ -255,22 +237,13 @@ def paper_spec(name: str) -> dict:
     return spec_from_official_args({**_PAPER_COMMON, **_PAPER[name]})
 
 
-def _factory(make: Callable[[], dict]) -> Callable[..., dict]:
-    def factory(**overrides: Any) -> dict:
-        spec = make()
-        spec["init_args"].update(overrides)
-        return spec
-
-    return factory
-
-
 def preset_factories() -> dict[str, tuple[Callable[..., dict], str]]:
     """``name -> (factory(**overrides) -> spec, description)`` for every NVAE preset."""
     out: dict[str, tuple[Callable[..., dict], str]] = {}
     for name in _PAPER:
-        out[name] = (_factory(lambda name=name: paper_spec(name)), _DESCRIPTIONS[name])
+        out[name] = (preset_factory(paper_spec, name=name), _DESCRIPTIONS[name])
     for name, (kwargs, description) in _SMALL.items():
-        out[name] = (_factory(lambda kwargs=kwargs: nvae_spec(**copy.deepcopy(kwargs))), description)
+        out[name] = (preset_factory(nvae_spec, **kwargs), description)
     return out
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.interfaces import Example, Regularizer
+from vaezoo.nn import MaskedWeightNormConv2d, WeightNormConv2d
 
 _VECTOR_KEY = re.compile(r"^(u|v)_(\d+)x(\d+)$")
 
@@ -179,7 +180,6 @@ class BatchNormScaleRegularizer(Regularizer):
 
 
 def _tiny_conv_model() -> nn.Module:
-    from .layers import MaskedWeightNormConv2d, WeightNormConv2d
 
     model = nn.Sequential(
         WeightNormConv2d(2, 3, 3),

@@ -1,16 +1,17 @@
 """VDVAE (Child, ICLR 2021) as vaezoo components.
 
 Registered here: the bottleneck residual block, the bottleneck Gaussian posterior and prior, the z-injection
-combiner, and the ``vdvae-mnist`` / ``test-vdvae`` presets. The model is the generic ``HierarchicalVAE`` (registered
-by the NVAE plugin); gradient skipping is the baselines' ``GradientSkipping`` objective wrapper.
+combiner, and the ``vdvae-mnist`` / ``test-vdvae`` presets. The model is the core's ``HierarchicalVAE``; gradient
+skipping is the core's ``GradientSkipping`` objective wrapper.
 """
 
 from __future__ import annotations
 
 from vaezoo import hookimpl
+from vaezoo.models import register_preset_table
 
 from .blocks import BottleneckBlock, BottleneckNormalPosterior, BottleneckNormalPrior, ZInjectionCombiner
-from .presets import PRESETS, preset_factory, residual_depth, vdvae_spec
+from .presets import PRESETS, residual_depth, vdvae_spec
 
 __all__ = [
     "BottleneckBlock",
@@ -32,5 +33,4 @@ def register_components(register):
 
 @hookimpl
 def register_presets(register):
-    for name, (_, description) in PRESETS.items():
-        register(name, preset_factory(name), description=description)
+    register_preset_table(register, PRESETS, vdvae_spec)

@@ -9,10 +9,7 @@ around ``ELBO`` (and ``trainer.grad_clip``), as VDVAE does.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
-from vaezoo.models import expand_groups_per_scale
+from vaezoo.models import expand_groups_per_scale, hierarchical_spec
 
 
 def residual_depth(
@@ -40,40 +37,27 @@ def vdvae_spec(
     depth = residual_depth(num_latent_scales, groups_per_scale, cells_per_group, preprocess_blocks, preprocess_cells)
     block = {"class_path": "BottleneckBlock", "init_args": {"bottleneck_ratio": bottleneck_ratio, "depth": depth}}
     gaussian = {"bottleneck_ratio": bottleneck_ratio}
-    init_args: dict[str, Any] = {
-        "image_shape": list(image_shape),
-        "likelihood": copy.deepcopy(likelihood),
-        "stem": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3}},
-        "preprocess_cell": copy.deepcopy(block),
-        "encoder_cell": copy.deepcopy(block),
+    components = {
+        "likelihood": likelihood,
+        "preprocess_cell": block,
+        "encoder_cell": block,
         "encoder_combiner": {"class_path": "DecoderCombiner"},
-        "encoder_head": copy.deepcopy(block),
-        "posterior": {"class_path": "BottleneckNormalPosterior", "init_args": dict(gaussian)},
+        "encoder_head": block,
+        "posterior": {"class_path": "BottleneckNormalPosterior", "init_args": gaussian},
         "top_prior": {"class_path": "StandardNormalPrior"},
-        "prior": {"class_path": "BottleneckNormalPrior", "init_args": dict(gaussian)},
-        "decoder_cell": copy.deepcopy(block),
+        "prior": {"class_path": "BottleneckNormalPrior", "init_args": gaussian},
+        "decoder_cell": block,
         "decoder_combiner": {"class_path": "ZInjectionCombiner", "init_args": {"depth": depth}},
-        "postprocess_cell": copy.deepcopy(block),
+        "postprocess_cell": block,
         "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 1, "elu_before": True}},
-        "flow": None,
-        "num_flows": 0,
-        "encoder_channels": width,
-        "decoder_channels": width,
-        "latent_channels": latent_channels,
-        "num_latent_scales": num_latent_scales,
-        "groups_per_scale": groups_per_scale,
-        "adaptive_groups": False,
-        "min_groups_per_scale": 1,
-        "encoder_cells_per_group": cells_per_group,
-        "decoder_cells_per_group": cells_per_group,
-        "preprocess_blocks": preprocess_blocks,
-        "preprocess_cells": preprocess_cells,
-        "postprocess_blocks": preprocess_blocks,
-        "postprocess_cells": preprocess_cells,
-        "channel_multiplier": 1,
-        "center_input": True,
     }
-    return {"class_path": "HierarchicalVAE", "init_args": init_args}
+    return hierarchical_spec(
+        components, image_shape=image_shape, encoder_channels=width, decoder_channels=width,
+        latent_channels=latent_channels, num_latent_scales=num_latent_scales, groups_per_scale=groups_per_scale,
+        encoder_cells_per_group=cells_per_group, decoder_cells_per_group=cells_per_group,
+        preprocess_blocks=preprocess_blocks, preprocess_cells=preprocess_cells, postprocess_blocks=preprocess_blocks,
+        postprocess_cells=preprocess_cells, channel_multiplier=1,
+    )  # fmt: skip
 
 
 #: name -> (spec keyword arguments, description); ``vdvae-mnist`` is the model of recipes/vdvae_mnist.yaml
@@ -93,14 +77,3 @@ PRESETS: dict[str, tuple[dict, str]] = {
         "a tiny VDVAE for tests (8x8 binary images)",
     ),
 }  # fmt: skip
-
-
-def preset_factory(name: str):
-    kwargs = PRESETS[name][0]
-
-    def factory(**overrides: Any) -> dict:
-        spec = vdvae_spec(**copy.deepcopy(kwargs))
-        spec["init_args"].update(overrides)
-        return spec
-
-    return factory

@@ -7,13 +7,15 @@ import math
 import pytest
 import torch
 from torch import nn
-from vaezoo_nvae.distributions import FixedNormalPrior, NormalPosterior, ResidualNormalPosterior, SoftClampedNormal
+from vaezoo_nvae.distributions import FixedNormalPrior, ResidualNormalPosterior
 from vaezoo_nvae.flows import AutoregressiveShiftCell, PairedAutoregressiveFlow
-from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d, channel_mask
 from vaezoo_nvae.likelihoods import DiscretizedLogisticMixture, reduce_bits
 
 import vaezoo
-from vaezoo.likelihoods import BernoulliLikelihood
+from vaezoo.components import BernoulliLikelihood
+from vaezoo.components.latents import NormalPosterior
+from vaezoo.distributions import SoftClampedNormal
+from vaezoo.nn import MaskedWeightNormConv2d, WeightNormConv2d, channel_mask
 
 
 def test_weight_norm_starts_near_the_raw_weight():
@@ -227,7 +229,7 @@ def test_depthwise_conv_with_the_compiled_weight_gradient_matches_torch(channels
 
 
 def test_depthwise_weight_gradient_falls_back_to_torch_without_a_compiler(monkeypatch):
-    from vaezoo_nvae import layers
+    from vaezoo.nn import kernels as layers
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no working C++ compiler\nmore detail")
@@ -242,7 +244,7 @@ def test_depthwise_weight_gradient_falls_back_to_torch_without_a_compiler(monkey
 
 
 def test_vectorised_elu_matches_torch_in_value_and_gradient():
-    from vaezoo_nvae.layers import elu
+    from vaezoo.nn import elu
 
     x = torch.cat([torch.randn(1000) * 3, torch.randn(1000) * 1e-4, torch.tensor([0.0, -30.0, 30.0])])
     x = x.double().requires_grad_()

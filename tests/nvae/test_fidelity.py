@@ -1,8 +1,9 @@
 """vaezoo's NVAE against the official implementation, number by number.
 
-Every fixture folder under ``$VAEZOO_NVLABS_FIXTURES`` is converted from its official checkpoint and replayed with
-the recorded noise (see :mod:`vaezoo_nvae.fidelity`); each recorded quantity must match in fp32. A missing fixture
-folder is a failure, not a skip.
+Every fixture folder shipped in ``tests/fixtures/nvae_official`` (and, when it is set, under
+``$VAEZOO_NVLABS_FIXTURES``) is converted from its official checkpoint and replayed with the recorded noise (see
+:mod:`tests.nvae.replay`); each recorded quantity must match in fp32. A missing or incomplete fixture folder is a
+failure, not a skip.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import functools
 
 import pytest
 import torch
-from vaezoo_nvae.fidelity import fixture_dirs, replay_fixture
 
-from .conftest import FIXTURES_ENV, fixtures_root
+from .conftest import all_fixture_dirs
+from .replay import replay_fixture
 
 RTOL, ATOL = 1e-5, 1e-5
 # Parameter gradients of a training step flow back through every train-mode BatchNorm of the model; their fp32
@@ -25,11 +26,10 @@ SECTIONS = ["forward", "loss", "sample", "iw", "bn_readjust", "train_step"]
 
 
 def _fixture_params():
-    root = fixtures_root()
-    dirs = fixture_dirs(root) if root.is_dir() else []
-    if not dirs:
-        return [pytest.param(None, section, id=f"missing-fixtures-{section}") for section in SECTIONS]
-    return [pytest.param(d, section, id=f"{d.name}-{section}") for d in dirs for section in SECTIONS]
+    dirs, problems = all_fixture_dirs()
+    params = [pytest.param(d, section, id=f"{d.name}-{section}") for d in dirs for section in SECTIONS]
+    params += [pytest.param(None, problem, id=f"bad-fixture-{i}") for i, problem in enumerate(problems)]
+    return params or [pytest.param(None, "no fixture folder found", id="no-fixtures")]
 
 
 @functools.cache
@@ -44,8 +44,8 @@ def _replay(fixture_dir):
 
 @pytest.mark.parametrize(("fixture_dir", "section"), _fixture_params())
 def test_replay_matches_official(fixture_dir, section):
-    if fixture_dir is None:
-        pytest.fail(f"no NVAE fixtures found under {fixtures_root()} (set {FIXTURES_ENV})")
+    if fixture_dir is None:  # a missing or incomplete fixture folder
+        pytest.fail(section)
     pairs = {k: v for k, v in _replay(fixture_dir).items() if k.split("/", 1)[0] == section}
     assert pairs, f"{fixture_dir.name}: nothing recorded for {section}"
     failures = []
@@ -68,18 +68,39 @@ def _not_replayed(name: str) -> bool:
         or name.startswith(("loss/sr_u/", "loss/sr_v/"))
         or ("/eps/" in name and not name.startswith("train_step/"))
     )
-    # the 3 training steps' batches are not recorded; lr and the parameter update belong to the optimiser
-    outside = name in ("train/train_nelbo_avg", "train_step/lr", "train_step/delta_norm")
+    # the 3 training steps' batches are not recorded
+    outside = name == "train/train_nelbo_avg"
     return replay_inputs or outside
 
 
 def test_replay_covers_every_recorded_quantity():
     from safetensors import safe_open
 
-    dirs = fixture_dirs(fixtures_root()) if fixtures_root().is_dir() else []
-    assert dirs, f"no NVAE fixtures found under {fixtures_root()} (set {FIXTURES_ENV})"
+    dirs, problems = all_fixture_dirs()
+    assert dirs and not problems, problems
     for fixture_dir in dirs:
         with safe_open(str(fixture_dir / "reference.safetensors"), "pt") as handle:
             recorded = set(handle.keys())
         missing = sorted(k for k in recorded - set(_replay(fixture_dir)) if not _not_replayed(k))
         assert not missing, f"{fixture_dir.name}: recorded but not replayed: {missing[:10]}"
+
+
+def test_fixture_folders_named_by_the_environment_are_checked(tmp_path):
+    """``$VAEZOO_NVLABS_FIXTURES`` adds fixture folders; a missing, empty or incomplete one is a problem (a failing
+    test), never silently skipped."""
+    from .conftest import FIXTURE_FILES, FIXTURES_ENV, extra_fixture_dirs, fixtures_root
+
+    assert extra_fixture_dirs({}) == ([], [])
+    dirs, problems = extra_fixture_dirs({FIXTURES_ENV: str(tmp_path / "nowhere")})
+    assert not dirs and "no such folder" in problems[0]
+    dirs, problems = extra_fixture_dirs({FIXTURES_ENV: str(tmp_path)})
+    assert not dirs and "holds no fixture folder" in problems[0]
+    complete, incomplete = tmp_path / "complete", tmp_path / "incomplete"
+    complete.mkdir()
+    incomplete.mkdir()
+    for name in FIXTURE_FILES:
+        (complete / name).symlink_to(fixtures_root() / "mnist_small" / name)
+    (incomplete / "reference.json").write_text("{}")
+    dirs, problems = extra_fixture_dirs({FIXTURES_ENV: str(tmp_path)})
+    assert dirs == [complete]
+    assert problems == [f"{incomplete}: missing checkpoint.pt", f"{incomplete}: missing reference.safetensors"]

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from vaezoo_datasets import RandomImages
 
 import vaezoo
-from vaezoo.data.random_images import RandomImages
 from vaezoo.evaluation.metrics import active_units
 
 
@@ -77,10 +77,10 @@ def test_active_units_per_group(model):
 
 def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
     """channels_last and the compiled depthwise weight gradient: the same parameters after two training steps."""
-    from vaezoo_nvae import layers
     from vaezoo_nvae.objective import NVAEObjective
     from vaezoo_nvae.regularizers import BatchNormScaleRegularizer, SpectralRegularizer
 
+    from vaezoo.nn import kernels as layers
     from vaezoo.training import Trainer
 
     calls = []
@@ -106,8 +106,7 @@ def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
 
 
 def test_depthwise_weight_grad_switch_needs_a_model_that_has_such_layers():
-    from vaezoo_baselines import ELBO
-
+    from vaezoo.components import ELBO
     from vaezoo.errors import VaezooError
     from vaezoo.training import Trainer
 

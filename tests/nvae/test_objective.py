@@ -7,19 +7,20 @@ import math
 import pytest
 import torch
 from torch import nn
-from vaezoo_nvae.layers import MaskedWeightNormConv2d, WeightNormConv2d
 from vaezoo_nvae.objective import (
     NVAEObjective,
     balance_kl,
-    importance_weighted_bound,
     kl_balance_alpha,
     kl_warmup_coefficient,
     nelbo,
-    readjust_batchnorm,
 )
 from vaezoo_nvae.regularizers import BatchNormScaleRegularizer, SpectralRegularizer
 
 import vaezoo
+from vaezoo.evaluation.bn import readjust_batchnorm
+from vaezoo.nn import MaskedWeightNormConv2d, WeightNormConv2d
+
+from .replay import importance_weighted_bound
 
 
 def _convs() -> nn.Module:
@@ -208,7 +209,7 @@ def test_importance_weighted_bound_and_bn_readjustment():
 
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     before = [bn.running_mean.clone() for bn in bns]
-    readjust_batchnorm(model, 4, 0.8, 2)
+    readjust_batchnorm(model, iterations=2, batch_size=4, temperature=0.8)
     assert not model.training
     changed = [not torch.equal(b, bn.running_mean) for b, bn in zip(before, bns, strict=True)]
     encoder_bns = {id(m) for m in model.encoder_tower.modules()} | {id(m) for m in model.preprocess.modules()}

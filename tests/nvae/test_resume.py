@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from vaezoo_datasets import RandomImages
 
 import vaezoo
-from vaezoo.data.random_images import RandomImages
 from vaezoo.training import Trainer
 from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 

@@ -220,3 +220,8 @@ def check_image(data: bytes, name: str) -> None:
         raise ConfigError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
     if mode in ("I", "F"):
         raise ConfigError(f"{name}: 32-bit {mode!r} pixels are not supported; store 8- or 16-bit images")
+
+
+def dynamic_binarize(batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """A fresh Bernoulli draw of each pixel intensity."""
+    return torch.bernoulli(batch, generator=generator)

@@ -1,5 +1,13 @@
-"""Generic model assemblers built from registered components (registered by the plugins that use them)."""
+"""Generic model assemblers and the spec helpers that presets share (registered by the core's default plugin)."""
 
 from .hierarchical import HierarchicalVAE, expand_groups_per_scale
+from .specs import DEFAULT_COMPONENTS, hierarchical_spec, preset_factory, register_preset_table
 
-__all__ = ["HierarchicalVAE", "expand_groups_per_scale"]
+__all__ = [
+    "DEFAULT_COMPONENTS",
+    "HierarchicalVAE",
+    "expand_groups_per_scale",
+    "hierarchical_spec",
+    "preset_factory",
+    "register_preset_table",
+]

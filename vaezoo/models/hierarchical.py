@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..distributions import full_precision
+from ..hub.mixin import ModelHubMixin
 from ..interfaces import (
     Cell,
     Example,
@@ -49,6 +50,7 @@ from ..interfaces import (
     Posterior,
     Prior,
 )
+from ..nn import WeightNormConv2d
 
 CellFactory = Callable[[int, int, int], Cell]
 CombinerFactory = Callable[[int, int, int, int], Cell]
@@ -94,9 +96,11 @@ def _frozen_batch_norm(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
-class HierarchicalVAE(GenerativeModel):
+class HierarchicalVAE(ModelHubMixin, GenerativeModel):
     """A multi-scale top-down hierarchical VAE built from cell, posterior, prior, flow and likelihood
     components. See the module docstring for the layout and the factory signatures."""
+
+    supports_gradient_checkpointing = True
 
     def __init__(
         self,
@@ -256,6 +260,17 @@ class HierarchicalVAE(GenerativeModel):
                 else:
                     self.postprocess.append(postprocess_cell(dec * scale, dec * scale, 1))
         self.decoder_head = decoder_head(dec * scale, likelihood.param_channels(data_channels), 1)
+
+    # -- speed switches ----------------------------------------------------------------------------
+    def set_depthwise_weight_grad(self, mode: str) -> int:
+        if mode not in WeightNormConv2d.DEPTHWISE_WEIGHT_GRAD_MODES:
+            raise ValueError(f"depthwise_weight_grad must be one of {WeightNormConv2d.DEPTHWISE_WEIGHT_GRAD_MODES}")
+        layers = [m for m in self.modules() if isinstance(m, WeightNormConv2d)]
+        if not layers:
+            return super().set_depthwise_weight_grad(mode)
+        for layer in layers:
+            layer.depthwise_weight_grad = mode
+        return len(layers)
 
     # -- shapes ----------------------------------------------------------------------------------
     @property

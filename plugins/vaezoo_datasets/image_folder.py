@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..errors import ConfigError
-from ..interfaces import Example
-from .image_data import FolderImages
-from .prepare import KeepEncoded, PrepareOptions
-from .transforms import MODES, ImagePipeline, check_image
+from vaezoo.data.image_data import FolderImages
+from vaezoo.data.prepare import KeepEncoded, PrepareOptions
+from vaezoo.data.transforms import MODES, ImagePipeline, check_image
+from vaezoo.errors import ConfigError
+from vaezoo.interfaces import Example
 
 
 class ImageFolder(FolderImages):
@@ -60,7 +60,7 @@ class ImageFolder(FolderImages):
 
     @classmethod
     def example(cls) -> Example:
-        from .synthetic import temporary_root, write_image_files
+        from .testing import temporary_root, write_image_files
 
         def build() -> ImageFolder:
             root = temporary_root("image_folder")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ..errors import ConfigError
-from ..interfaces import DataModule, Example
+from vaezoo.errors import ConfigError
+from vaezoo.interfaces import DataModule, Example
 
 
 class RandomImages(DataModule):

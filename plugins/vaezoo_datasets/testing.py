@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cifar import TEST_BATCH, TRAIN_BATCHES
-from .mnist import FILES as MNIST_FILES
-from .transforms import CELEBA_ALIGNED_SIZE
+from vaezoo.data.transforms import CELEBA_ALIGNED_SIZE
+
+from .formats import FILES as MNIST_FILES
+from .formats import TEST_BATCH, TRAIN_BATCHES
 
 
 def temporary_root(prefix: str) -> Path:

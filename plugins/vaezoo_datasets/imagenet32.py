@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
-from ..interfaces import Example
-from .arrays import UInt8Images
-from .image_data import ImageDataModule
-from .pickles import load_rows
-from .prepare import PrepareOptions, PreparePlan
-from .transforms import ImagePipeline
+from vaezoo.data.arrays import UInt8Images
+from vaezoo.data.image_data import ImageDataModule
+from vaezoo.data.pickles import load_rows
+from vaezoo.data.prepare import PrepareOptions, PreparePlan
+from vaezoo.data.transforms import ImagePipeline
+from vaezoo.errors import ConfigError
+from vaezoo.interfaces import Example
 
 ROW_BYTES = 3 * 32 * 32
 _BATCH = re.compile(r"^train_data_batch_(\d+)(\.npz)?$")
@@ -123,7 +123,7 @@ class ImageNet32(ImageDataModule):
 
     @classmethod
     def example(cls) -> Example:
-        from .synthetic import temporary_root, write_imagenet32
+        from .testing import temporary_root, write_imagenet32
 
         return Example(
             build=lambda: cls(

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..interfaces import Example
-from .image_data import FolderImages
-from .prepare import KeepEncoded, PrepareOptions, ToRawRGB
-from .splits import list_images
-from .transforms import CELEBA64_CROP, CELEBA_ALIGNED_SIZE, ImagePipeline
+from vaezoo.data.image_data import FolderImages
+from vaezoo.data.prepare import KeepEncoded, PrepareOptions, ToRawRGB
+from vaezoo.data.splits import list_images
+from vaezoo.data.transforms import CELEBA64_CROP, CELEBA_ALIGNED_SIZE, ImagePipeline
+from vaezoo.errors import ConfigError
+from vaezoo.interfaces import Example
 
 PARTITION_FILE = "list_eval_partition.txt"
 
@@ -56,7 +56,7 @@ class RawRGBFaces(FolderImages):
 
     @classmethod
     def example(cls) -> Example:
-        from .synthetic import temporary_root, write_image_files
+        from .testing import temporary_root, write_image_files
 
         def build() -> RawRGBFaces:
             root = temporary_root(cls.__name__.lower())
@@ -172,7 +172,7 @@ class CelebA64(FolderImages):
 
     @classmethod
     def example(cls) -> Example:
-        from .synthetic import temporary_root, write_celeba
+        from .testing import temporary_root, write_celeba
 
         return Example(
             build=lambda: cls(root=str(write_celeba(temporary_root("celeba64"), 5)), batch_size=2, image_size=16)

@@ -19,17 +19,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
-from ..interfaces import DataModule, Example
-from .arrays import UInt8Images
-from .bundled_mnist import dynamic_binarize
+from vaezoo.data.arrays import UInt8Images
+from vaezoo.data.transforms import dynamic_binarize
+from vaezoo.errors import ConfigError
+from vaezoo.interfaces import DataModule, Example
 
-FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+from .formats import FILES
+
 _HINT = (
     "Expected the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
     "t10k-labels-idx1-ubyte, each optionally .gz) in ROOT/MNIST/raw, the layout of "
@@ -132,6 +128,6 @@ class MNIST(DataModule):
 
     @classmethod
     def example(cls) -> Example:
-        from .synthetic import temporary_root, write_mnist
+        from .testing import temporary_root, write_mnist
 
         return Example(build=lambda: cls(root=str(write_mnist(temporary_root("mnist"), 8, 4)), batch_size=4))

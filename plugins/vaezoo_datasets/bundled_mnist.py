@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from ..errors import ConfigError
-from ..interfaces import DataModule, Example
+from vaezoo.data.transforms import dynamic_binarize
+from vaezoo.errors import ConfigError
+from vaezoo.interfaces import DataModule, Example
 
 _RELATIVE_PATH = ("data", "data", "mnist_5k.csv.gz")
 
@@ -38,11 +39,6 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     with gzip.open(_csv_path(), "rt") as handle:
         table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)
     return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
-
-
-def dynamic_binarize(batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A fresh Bernoulli draw of each pixel intensity."""
-    return torch.bernoulli(batch, generator=generator)
 
 
 class BundledMNIST(DataModule):

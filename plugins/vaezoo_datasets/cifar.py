@@ -15,14 +15,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
-from ..interfaces import DataModule, Example
-from .arrays import UInt8Images
-from .pickles import load_rows
-from .transforms import random_horizontal_flip
+from vaezoo.data.arrays import UInt8Images
+from vaezoo.data.pickles import load_rows
+from vaezoo.data.transforms import random_horizontal_flip
+from vaezoo.errors import ConfigError
+from vaezoo.interfaces import DataModule, Example
 
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
+from .formats import TEST_BATCH, TRAIN_BATCHES
+
 _HINT = (
     "Expected the CIFAR-10 python version (data_batch_1..5 and test_batch) in ROOT/cifar-10-batches-py, the layout of "
     "torchvision.datasets.CIFAR10(ROOT, download=True); the archive is cifar-10-python.tar.gz from "
@@ -78,7 +78,7 @@ class CIFAR10(DataModule):
 
     @classmethod
     def example(cls) -> Example:
-        from .synthetic import temporary_root, write_cifar10
+        from .testing import temporary_root, write_cifar10
 
         return Example(
             build=lambda: cls(root=str(write_cifar10(temporary_root("cifar10"), per_batch=2, num_test=3)), batch_size=4)

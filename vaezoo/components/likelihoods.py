@@ -1,4 +1,4 @@
-"""Likelihoods that belong to no single paper (registered by the built-in plugins)."""
+"""Likelihoods that belong to no single paper: independent Bernoulli pixels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .interfaces import Example, Likelihood
+from ..interfaces import Example, Likelihood
 
 
 class BernoulliLikelihood(Likelihood):

@@ -10,29 +10,27 @@ benchmark script prints the largest differences.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
+from vaezoo_nvae.convert import load_official_checkpoint, model_from_official_checkpoint, official_key_map
+from vaezoo_nvae.objective import NVAEObjective, balance_kl, nelbo
+from vaezoo_nvae.presets import objective_spec_from_official_args
+from vaezoo_nvae.regularizers import SpectralRegularizer
 
-from .convert import load_official_checkpoint, model_from_official_checkpoint, official_key_map
-from .objective import (
-    NVAEObjective,
-    balance_kl,
-    importance_weighted_bound,
-    nelbo,
-    readjust_batchnorm,
-)
-from .presets import objective_spec_from_official_args
-from .regularizers import SpectralRegularizer
+import vaezoo
+from vaezoo.evaluation.bn import readjust_batchnorm
+from vaezoo.evaluation.metrics import importance_samples
+from vaezoo.training import Trainer
 
 Pairs = dict[str, tuple[Tensor, Tensor]]
 
 
 def _objective(args: dict) -> NVAEObjective:
-    import vaezoo
-
     objective = vaezoo.build(objective_spec_from_official_args(args), kind="objective")
     objective.set_total_steps(int(args["num_total_iter"]))
     return objective
@@ -58,6 +56,15 @@ def _vectors(ref: dict[str, Tensor], prefix: str) -> dict[tuple[int, int], tuple
             rows, cols = (int(n) for n in name.split("x"))
             out[(rows, cols)] = (ref[key], ref[f"{prefix}/sr_v/{name}"])
     return out
+
+
+def importance_weighted_bound(model, x: Tensor, num_samples: int, noise: Sequence[list[Tensor]]) -> dict[str, Tensor]:
+    """The official ``test()`` numbers from vaezoo's batched estimator: ``log_iw [K, B]``, ``neg_log_p`` (batch
+    mean of ``-(logsumexp_k log_iw - log K)``) and ``nelbo`` (mean over examples and samples)."""
+    with torch.no_grad():
+        log_iw, nelbos = importance_samples(model, x, num_samples, noise=noise)
+    log_px = torch.logsumexp(log_iw, dim=0) - math.log(num_samples)
+    return {"log_iw": log_iw, "neg_log_p": -torch.mean(log_px), "nelbo": torch.mean(nelbos)}
 
 
 def _balanced_kl(objective: NVAEObjective, model, out, metrics: dict) -> Tensor:
@@ -150,7 +157,7 @@ def replay_fixture(fixture_dir: str | Path) -> Pairs:
     model = model_from_official_checkpoint(checkpoint)
     iterations = int(info["bn_readjust_iters"])
     readjust_noise = [_noise(ref, f"bn_readjust/eps/{it}", num_groups) for it in range(iterations)]
-    readjust_batchnorm(model, readjust_noise[0][0].shape[0], t, iterations, noise=readjust_noise)
+    readjust_batchnorm(model, iterations, readjust_noise[0][0].shape[0], t, readjust_noise)
     state = model.state_dict()
     for key in ref:
         if key.startswith("bn_readjust/bn/"):
@@ -203,9 +210,39 @@ def replay_fixture(fixture_dir: str | Path) -> Pairs:
         [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads.values()]
     )
     add("train_step/grad_norm", norms, ref["train_step/grad_norm"])
+
+    # -- the learning rate of that step and the Adamax update, from the checkpoint's optimiser state ------------
+    trainer = _trainer(args)
+    lr = trainer.lr_at(int(checkpoint["global_step"]))
+    add("train_step/lr", _scalar(lr), ref["train_step/lr"])
+    ordered = [parameters[key_map[official]] for official in info["parameter_names"]]
+    optimizer = torch.optim.Adamax(
+        ordered, lr=lr, betas=trainer.betas, eps=trainer.adamax_eps, weight_decay=trainer.weight_decay
+    )
+    for index, parameter in enumerate(ordered):  # official state: one entry per parameter, in that order
+        state = checkpoint["optimizer"]["state"][index]
+        optimizer.state[parameter] = {
+            "step": torch.tensor(float(state["step"])),
+            "exp_avg": state["exp_avg"].clone(),
+            "exp_inf": state["exp_inf"].clone(),
+        }
+    before = [p.detach().clone() for p in ordered]
+    optimizer.step()
+    deltas = torch.stack([(p.detach() - b).double().norm() for p, b in zip(ordered, before, strict=True)])
+    add("train_step/delta_norm", deltas, ref["train_step/delta_norm"])
     return pairs
 
 
-def fixture_dirs(root: str | Path) -> list[Path]:
-    """Fixture folders under ``root`` (each holds a ``reference.safetensors``)."""
-    return sorted(p.parent for p in Path(root).glob("*/reference.safetensors"))
+def _trainer(args: dict) -> Trainer:
+    """vaezoo's trainer set up as the official run was: Adamax settings, per-epoch cosine from the arguments."""
+    epochs, total = int(args["epochs"]), int(args["num_total_iter"])
+    trainer = Trainer(
+        max_steps=total,
+        lr=float(args["learning_rate"]),
+        lr_min=float(args["learning_rate_min"]),
+        warmup_steps=int(args["warmup_epochs"]) * (total // epochs),
+        lr_schedule="cosine_epoch",
+        weight_decay=float(args["weight_decay"]),
+    )
+    trainer.steps_per_epoch = total // epochs
+    return trainer

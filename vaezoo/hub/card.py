@@ -1,0 +1,75 @@
+"""The model card: the README.md of a saved model, rendered from its config.json.
+
+The card is derived data (config.json is the source of truth), so it is re-rendered on push with the repo id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .format import CONFIG_NAME, WEIGHTS_NAME
+
+_METRIC_COLUMNS = ("name", "value", "unit", "split", "protocol", "source")
+
+
+def model_card(config: dict, repo_id: str | None = None) -> Any:
+    """The README.md of a saved model, a :class:`huggingface_hub.ModelCard` built from its config.json."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    meta = config.get("metadata", {})
+    spec = config["model"]
+    title = meta.get("preset") or (repo_id.split("/")[-1] if repo_id else spec["class_path"])
+    license_fields = _license_fields(meta.get("license"), meta.get("license_link"))
+    dataset = meta.get("dataset")
+    data = ModelCardData(
+        library_name="vaezoo",
+        tags=["vaezoo", "vae", "generative-model", spec["class_path"]],
+        datasets=[dataset] if dataset and re.fullmatch(r"[\w.\-/]+", dataset) else None,
+        **license_fields,
+    )
+    name = f"hf-hub:{repo_id}" if repo_id else "local-dir:PATH/TO/THIS/FOLDER"
+    lines = [f"# {title}", ""]
+    if meta.get("description"):
+        lines += [meta["description"], ""]
+    lines += [f"A `{spec['class_path']}` model for [vaezoo](https://github.com/vaezoo/vaezoo).", ""]
+    facts = [
+        ("Preset", meta.get("preset")),
+        ("Source", meta.get("source")),
+        ("License", meta.get("license")),
+        ("Dataset", dataset),
+    ]
+    lines += [f"- **{k}:** {v}" for k, v in facts if v]
+    lines += ["", "## Usage", "", "```python", "import vaezoo", "", f'model = vaezoo.load("{name}")']
+    lines += ["images = model.sample(16, temperature=0.7)", "```", ""]
+    if meta.get("metrics"):
+        lines += ["## Metrics", "", "| " + " | ".join(_METRIC_COLUMNS) + " |"]
+        lines += ["|" + "---|" * len(_METRIC_COLUMNS)]
+        for metric in meta["metrics"]:
+            lines += ["| " + " | ".join(_cell(metric.get(c, "")) for c in _METRIC_COLUMNS) + " |"]
+        lines += [""]
+    lines += ["## Model spec", "", "The component spec this model rebuilds from (`config.json`, key `model`):", ""]
+    lines += ["```json", json.dumps(spec, indent=2), "```", ""]
+    lines += [
+        "## Files",
+        "",
+        f"- `{CONFIG_NAME}`: vaezoo {config.get('vaezoo_version')}, format version {config.get('format_version')}",
+        f"- `{WEIGHTS_NAME}`: {config['weights']['size']} bytes, sha256 `{config['weights']['sha256']}`",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _license_fields(license_text: str | None, link: str | None) -> dict:
+    """A Hub license id when the text is one (e.g. ``apache-2.0``), else ``other`` with a name and link."""
+    if not license_text:
+        return {}
+    if re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", license_text):
+        return {"license": license_text}
+    name = re.sub(r"[^a-z0-9]+", "-", license_text.split(";")[0].lower()).strip("-")
+    return {"license": "other", "license_name": name, "license_link": link}
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,100 @@
+"""Spec helpers that every preset family shares.
+
+A preset is a function ``factory(**overrides) -> spec`` registered under a name; a spec is the jsonargparse form of a
+model, ``{"class_path": ..., "init_args": {...}}``. Families of hierarchical models differ in which components fill
+the assembler's slots and in a few layout numbers, so a family writes a table of components and calls
+:func:`hierarchical_spec`; :func:`preset_factory` and :func:`register_preset_table` turn a table of named keyword
+arguments into registered presets.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .hierarchical import HierarchicalVAE
+
+#: the component slots of :class:`HierarchicalVAE`, in the order of its signature
+COMPONENT_SLOTS = (
+    "likelihood",
+    "stem",
+    "preprocess_cell",
+    "encoder_cell",
+    "encoder_combiner",
+    "encoder_head",
+    "posterior",
+    "top_prior",
+    "prior",
+    "decoder_cell",
+    "decoder_combiner",
+    "postprocess_cell",
+    "decoder_head",
+    "flow",
+)
+
+#: the core's generic choices for the slots most families share: a 3x3 weight-normalised stem, an ELU-wrapped 1x1
+#: encoder head, an ELU-then-3x3 decoder head, and the additive / concatenating combiners
+DEFAULT_COMPONENTS: dict[str, dict | None] = {
+    "stem": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3}},
+    "encoder_combiner": {"class_path": "EncoderCombiner"},
+    "encoder_head": {
+        "class_path": "WeightNormConvCell",
+        "init_args": {"kernel_size": 1, "elu_before": True, "elu_after": True},
+    },
+    "decoder_combiner": {"class_path": "DecoderCombiner"},
+    "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3, "elu_before": True}},
+    "flow": None,
+}
+
+
+def _layout_defaults() -> dict[str, Any]:
+    parameters = inspect.signature(HierarchicalVAE.__init__).parameters
+    return {
+        name: p.default
+        for name, p in parameters.items()
+        if name not in ("self", "image_shape", *COMPONENT_SLOTS) and p.default is not inspect.Parameter.empty
+    }
+
+
+def hierarchical_spec(components: Mapping[str, dict | None], *, image_shape: list[int], **layout: Any) -> dict:
+    """The spec of a :class:`HierarchicalVAE`: ``components`` fills the slots (over :data:`DEFAULT_COMPONENTS`),
+    ``layout`` the numbers (channels, scales, groups, cells, ...; the assembler's defaults for the rest).
+
+    Every value is copied, so tables of component specs can be shared between presets.
+    """
+    unknown = sorted(set(components) - set(COMPONENT_SLOTS))
+    if unknown:
+        raise TypeError(f"unknown component slots {unknown}; slots are {', '.join(COMPONENT_SLOTS)}")
+    slots = {**DEFAULT_COMPONENTS, **components}
+    missing = [slot for slot in COMPONENT_SLOTS if slot not in slots]
+    if missing:
+        raise TypeError(f"no component for the slots {missing}")
+    defaults = _layout_defaults()
+    unknown = sorted(set(layout) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown layout arguments {unknown}; they are {', '.join(defaults)}")
+    init_args: dict[str, Any] = {"image_shape": list(image_shape)}
+    init_args.update({slot: copy.deepcopy(slots[slot]) for slot in COMPONENT_SLOTS})
+    init_args.update({name: copy.deepcopy(layout.get(name, default)) for name, default in defaults.items()})
+    return {"class_path": "HierarchicalVAE", "init_args": init_args}
+
+
+def preset_factory(make_spec: Callable[..., dict], **kwargs: Any) -> Callable[..., dict]:
+    """``factory(**overrides)``: ``make_spec(**kwargs)`` with ``overrides`` replacing its ``init_args`` entries."""
+
+    def factory(**overrides: Any) -> dict:
+        spec = make_spec(**copy.deepcopy(kwargs))
+        spec["init_args"].update(overrides)
+        return spec
+
+    return factory
+
+
+def register_preset_table(
+    register: Callable[..., Any], table: Mapping[str, tuple[dict, str]], make_spec: Callable[..., dict]
+) -> None:
+    """Register ``name -> (keyword arguments of make_spec, description)`` as presets (a ``register_presets`` body)."""
+    for name, (kwargs, description) in table.items():
+        register(name, preset_factory(make_spec, **kwargs), description=description)

@@ -1,0 +1,90 @@
+"""Fast kernels: the weight gradient of a stride-1 depthwise convolution, compiled on CPUs.
+
+oneDNN's kernel for this case is several times slower than the forward pass at the channel counts of the
+hierarchical decoders; ``k * k`` fused reductions through ``torch.compile`` are not.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _depthwise_weight_grad_taps(grad_output: Tensor, x: Tensor, kernel_size: int, padding: int) -> Tensor:
+    """The weight gradient of a stride-1 depthwise conv: for each tap ``(i, j)``, the sum over the batch and the
+    pixels of the output gradient times the input shifted by that tap. ``torch.compile`` fuses the ``k * k``
+    reductions into one pass over the gradient, which on CPUs is 3-6x faster than oneDNN's kernel for this case."""
+    height, width = grad_output.shape[2], grad_output.shape[3]
+    padded = F.pad(x, (padding, padding, padding, padding))
+    taps = [
+        (grad_output * padded[:, :, i : i + height, j : j + width]).sum(dim=(0, 2, 3), dtype=torch.float32)
+        for i in range(kernel_size)
+        for j in range(kernel_size)
+    ]
+    return torch.stack(taps, dim=1).view(-1, 1, kernel_size, kernel_size)
+
+
+_compiled_taps = None  # built on first use; False once compilation failed on this machine
+
+
+def depthwise_weight_grad(grad_output: Tensor, x: Tensor, kernel_size: int, padding: int) -> Tensor:
+    """:func:`_depthwise_weight_grad_taps` compiled (one kernel per memory format and kernel size, dynamic in the
+    shapes); where no compiler works, a warning and oneDNN's kernel."""
+    global _compiled_taps
+    if _compiled_taps is None:
+        # inductor's CPU build imports cpp_extension, which warns about CUDA_HOME on machines without CUDA
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        _compiled_taps = torch.compile(_depthwise_weight_grad_taps, dynamic=True)
+    if _compiled_taps is not False:
+        try:
+            return _compiled_taps(grad_output, x, kernel_size, padding)
+        except Exception as exc:  # no C++ compiler, unsupported platform, ...
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            warnings.warn(
+                f"compiled depthwise weight gradient unavailable ({first_line}); using the native kernel", stacklevel=2
+            )
+            _compiled_taps = False
+    channels = x.shape[1]
+    weight = torch.empty(channels, 1, kernel_size, kernel_size, dtype=x.dtype, device=x.device)
+    return torch.ops.aten.convolution_backward(
+        grad_output, x, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], channels, [False, True, False]
+    )[1]
+
+
+class DepthwiseConv2dFunction(torch.autograd.Function):
+    """A stride-1 "same" depthwise conv whose weight gradient comes from :func:`depthwise_weight_grad`; the
+    forward pass and the input gradient are torch's own. Under autocast it runs in the autocast dtype."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        with torch.autocast(device, enabled=False):
+            out = F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        x, weight = ctx.saved_tensors
+        grad_output = grad_output.to(x.dtype)
+        p, channels, kernel_size = ctx.padding, x.shape[1], weight.shape[-1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_output, x, weight, None, [1, 1], [p, p], [1, 1], False, [0, 0], channels, [True, False, False]
+            )[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(grad_output, x, kernel_size, p).to(ctx.dtypes[0])
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_output.sum(dim=(0, 2, 3), dtype=torch.float32).to(ctx.dtypes[1])
+        return grad_x, grad_w, grad_b, None
