@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._version import __version__
 from .errors import ConfigError, RegistryError, VaezooError
 from .hookspecs import hookimpl
 from .plugins import get_registry
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",

@@ -13,7 +13,8 @@ from types import ModuleType
 
 from jsonargparse import ArgumentParser
 
-from . import __version__, commands
+from . import commands
+from ._version import __version__
 from .config import describe_parse_error
 from .errors import VaezooError
 

@@ -12,8 +12,8 @@ from ..errors import CheckpointError, ConfigError, VaezooError
 
 def open_model(target: str, device: str = "cpu") -> tuple[Any, dict | None]:
     """Return ``(model, data_spec)``: ``data_spec`` is the run's data section when ``target`` is a run."""
-    from .. import load
     from ..config import build
+    from ..hub import load
 
     path = Path(target).expanduser()
     if path.is_dir() and (path / "config.yaml").is_file():  # a run directory written by vaezoo fit

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError
 from ..registry import unknown_name_message
 from .lmdb_images import MANIFEST, MANIFEST_FORMAT, TEST_LMDB, TRAIN_LMDB, has_lmdb_pair, sha256_file, write_lmdb

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError
 from .transforms import IMAGE_EXTENSIONS
 

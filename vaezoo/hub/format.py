@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError, VaezooError
 
 FORMAT = "vaezoo"

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from .card import model_card
 from .downloading import hub_errors
 from .env import sync_hf_environment

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from .card import model_card
 from .format import CARD_NAME, CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME, check_metadata, sha256
