@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaezoo.components.cells import ResidualCell, ResidualCellBase
+from vaezoo.components.cells import InvertedResidualCellBase, ResidualCell
 from vaezoo.interfaces import Example
 from vaezoo.nn import ELUConv
 
@@ -33,30 +33,18 @@ class WeightNormELUResidualCell(ResidualCell):
         return Example(build=lambda: cls(4, 8, 2), inputs=(x,), output_shape=(2, 8, 4, 4))
 
 
-class WeightNormELUDepthwiseCell(ResidualCellBase):
+class WeightNormELUDepthwiseCell(InvertedResidualCellBase):
     """NVAE's ``DepthwiseResidualCell`` with weight normalisation + ELU in place of BatchNorm + Swish:
     ``skip(x) + residual_scale * SE(WN 1x1 expand -> ELU -> WN depthwise kxk -> ELU -> WN 1x1 project)``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int = 1,
-        expansion: float = 6.0,
-        kernel_size: int = 5,
-        use_se: bool = True,
-        residual_scale: float = 0.1,
-    ) -> None:
-        super().__init__(in_channels, out_channels, stride, residual_scale)
+    def build_ops(self, in_channels: int, out_channels: int, stride: int, expansion: float, kernel_size: int):
         hidden = int(round(in_channels * expansion))
-        self.upsample = stride == -1
-        self.ops = nn.Sequential(
-            ELUConv(in_channels, hidden, stride=-1 if self.upsample else 1, kernel_size=1, activate=False),
+        return nn.Sequential(
+            ELUConv(in_channels, hidden, stride=-1 if stride == -1 else 1, kernel_size=1, activate=False),
             ELUConv(hidden, hidden, stride=2 if stride == 2 else 1, kernel_size=kernel_size, groups=hidden),
             ELUConv(hidden, out_channels, stride=1, kernel_size=1),
         )
-        self._finish(use_se)
 
     @classmethod
     def example(cls) -> Example:

@@ -9,43 +9,22 @@ posterior sample goes through IAF steps conditioned on the same features (the co
 
 from __future__ import annotations
 
-from vaezoo.models import hierarchical_spec
+from vaezoo.models import hierarchical_spec, mirrored_layout, same_cell_everywhere
 
 
-def iaf_vae_spec(
-    *,
-    image_shape: list[int],
-    likelihood: dict,
-    channels: int,
-    latent_channels: int,
-    num_latent_scales: int,
-    groups_per_scale: int | list[int],
-    cells_per_group: int = 1,
-    preprocess_blocks: int = 1,
-    preprocess_cells: int = 1,
-    num_flows: int = 1,
-    iaf_steps: int = 2,
-) -> dict:
-    """The spec of a ResNet VAE with IAF posteriors (channel counts double at every down-sampling)."""
+def iaf_vae_spec(*, image_shape: list[int], likelihood: dict, num_flows: int = 1, iaf_steps: int = 2, **layout) -> dict:
+    """The spec of a ResNet VAE with IAF posteriors (channel counts double at every down-sampling); ``layout`` is
+    that of :func:`vaezoo.models.mirrored_layout` (channels, latent_channels, scales, groups, cells)."""
     block = {"class_path": "WeightNormELUResidualCell", "init_args": {"use_se": False, "residual_scale": 0.1}}
     components = {
+        **same_cell_everywhere(block),
         "likelihood": likelihood,
-        "preprocess_cell": block,
-        "encoder_cell": block,
         "posterior": {"class_path": "NormalPosterior"},
         "top_prior": {"class_path": "StandardNormalPrior"},
         "prior": {"class_path": "NormalPrior"},
-        "decoder_cell": block,
-        "postprocess_cell": block,
         "flow": {"class_path": "ContextualIAF", "init_args": {"num_steps": iaf_steps}} if num_flows else None,
     }
-    return hierarchical_spec(
-        components, image_shape=image_shape, num_flows=num_flows, encoder_channels=channels,
-        decoder_channels=channels, latent_channels=latent_channels, num_latent_scales=num_latent_scales,
-        groups_per_scale=groups_per_scale, encoder_cells_per_group=cells_per_group,
-        decoder_cells_per_group=cells_per_group, preprocess_blocks=preprocess_blocks,
-        preprocess_cells=preprocess_cells, postprocess_blocks=preprocess_blocks, postprocess_cells=preprocess_cells,
-    )  # fmt: skip
+    return hierarchical_spec(components, image_shape=image_shape, num_flows=num_flows, **mirrored_layout(**layout))
 
 
 #: name -> (spec keyword arguments, description); ``iaf-vae-mnist`` is the model of recipes/iaf_vae_mnist.yaml

@@ -8,41 +8,22 @@ the latent sample alone (``LatentOnlyCombiner``). Train with ``ELBO`` and a KL w
 
 from __future__ import annotations
 
-from vaezoo.models import hierarchical_spec
+from vaezoo.models import hierarchical_spec, mirrored_layout, same_cell_everywhere
 
 
-def ladder_vae_spec(
-    *,
-    image_shape: list[int],
-    likelihood: dict,
-    channels: int,
-    latent_channels: int,
-    num_latent_scales: int,
-    groups_per_scale: int | list[int],
-    cells_per_group: int = 1,
-    preprocess_blocks: int = 1,
-    preprocess_cells: int = 1,
-) -> dict:
+def ladder_vae_spec(*, image_shape: list[int], likelihood: dict, **layout) -> dict:
+    """The spec of a convolutional Ladder VAE; ``layout`` is that of :func:`vaezoo.models.mirrored_layout`."""
     cell = {"class_path": "ResidualCell", "init_args": {"use_se": False, "residual_scale": 0.1}}
     components = {
+        **same_cell_everywhere(cell),
         "likelihood": likelihood,
-        "preprocess_cell": cell,
-        "encoder_cell": cell,
         "encoder_combiner": {"class_path": "PassThroughCombiner"},
         "posterior": {"class_path": "PrecisionWeightedPosterior"},
         "top_prior": {"class_path": "StandardNormalPrior"},
         "prior": {"class_path": "NormalPrior"},
-        "decoder_cell": cell,
         "decoder_combiner": {"class_path": "LatentOnlyCombiner", "init_args": {"kernel_size": 3}},
-        "postprocess_cell": cell,
     }
-    return hierarchical_spec(
-        components, image_shape=image_shape, encoder_channels=channels, decoder_channels=channels,
-        latent_channels=latent_channels, num_latent_scales=num_latent_scales, groups_per_scale=groups_per_scale,
-        encoder_cells_per_group=cells_per_group, decoder_cells_per_group=cells_per_group,
-        preprocess_blocks=preprocess_blocks, preprocess_cells=preprocess_cells, postprocess_blocks=preprocess_blocks,
-        postprocess_cells=preprocess_cells,
-    )  # fmt: skip
+    return hierarchical_spec(components, image_shape=image_shape, **mirrored_layout(**layout))
 
 
 #: name -> (spec keyword arguments, description); ``lvae-mnist`` is the model of recipes/lvae_mnist.yaml

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaezoo.components.cells import ResidualCellBase, cell_example
-from vaezoo.interfaces import Example
+from vaezoo.components.cells import InvertedResidualCellBase
 from vaezoo.nn import BatchNormSwish, WeightNormConv2d, batch_norm
 
 
@@ -58,24 +57,9 @@ class InvertedResidual(nn.Module):
         return self.bn_out(self.project(x))
 
 
-class DepthwiseResidualCell(ResidualCellBase):
+class DepthwiseResidualCell(InvertedResidualCellBase):
     """Residual cell of the decoder (``expansion`` 6) and post-processing (``expansion`` 3): an inverted residual
-    with a depthwise ``kernel_size`` conv, optional SE."""
+    with a depthwise ``kernel_size`` conv and BatchNorm-Swish (:class:`InvertedResidual`), optional SE."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int = 1,
-        expansion: float = 6.0,
-        kernel_size: int = 5,
-        use_se: bool = True,
-        residual_scale: float = 0.1,
-    ) -> None:
-        super().__init__(in_channels, out_channels, stride, residual_scale)
-        self.ops = InvertedResidual(in_channels, out_channels, stride, expansion, kernel_size)
-        self._finish(use_se)
-
-    @classmethod
-    def example(cls) -> Example:
-        return cell_example(cls, -1, 16, 8, size=4, expansion=3.0)
+    def build_ops(self, in_channels: int, out_channels: int, stride: int, expansion: float, kernel_size: int):
+        return InvertedResidual(in_channels, out_channels, stride, expansion, kernel_size)

@@ -9,7 +9,7 @@ around ``ELBO`` (and ``trainer.grad_clip``), as VDVAE does.
 
 from __future__ import annotations
 
-from vaezoo.models import expand_groups_per_scale, hierarchical_spec
+from vaezoo.models import expand_groups_per_scale, hierarchical_spec, mirrored_layout, same_cell_everywhere
 
 
 def residual_depth(
@@ -22,42 +22,29 @@ def residual_depth(
 
 
 def vdvae_spec(
-    *,
-    image_shape: list[int],
-    likelihood: dict,
-    width: int,
-    latent_channels: int,
-    num_latent_scales: int,
-    groups_per_scale: int | list[int],
-    cells_per_group: int = 1,
-    preprocess_blocks: int = 1,
-    preprocess_cells: int = 1,
-    bottleneck_ratio: float = 0.25,
+    *, image_shape: list[int], likelihood: dict, width: int, bottleneck_ratio: float = 0.25, **layout
 ) -> dict:
-    depth = residual_depth(num_latent_scales, groups_per_scale, cells_per_group, preprocess_blocks, preprocess_cells)
+    """The spec of a VDVAE of one ``width`` at every resolution; ``layout`` is that of
+    :func:`vaezoo.models.mirrored_layout` (latent_channels, scales, groups, cells)."""
+    layout = mirrored_layout(channels=width, channel_multiplier=1, **layout)
+    depth = residual_depth(
+        layout["num_latent_scales"], layout["groups_per_scale"], layout["encoder_cells_per_group"],
+        layout["preprocess_blocks"], layout["preprocess_cells"],
+    )  # fmt: skip
     block = {"class_path": "BottleneckBlock", "init_args": {"bottleneck_ratio": bottleneck_ratio, "depth": depth}}
     gaussian = {"bottleneck_ratio": bottleneck_ratio}
     components = {
+        **same_cell_everywhere(block),
         "likelihood": likelihood,
-        "preprocess_cell": block,
-        "encoder_cell": block,
         "encoder_combiner": {"class_path": "DecoderCombiner"},
         "encoder_head": block,
         "posterior": {"class_path": "BottleneckNormalPosterior", "init_args": gaussian},
         "top_prior": {"class_path": "StandardNormalPrior"},
         "prior": {"class_path": "BottleneckNormalPrior", "init_args": gaussian},
-        "decoder_cell": block,
         "decoder_combiner": {"class_path": "ZInjectionCombiner", "init_args": {"depth": depth}},
-        "postprocess_cell": block,
         "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 1, "elu_before": True}},
     }
-    return hierarchical_spec(
-        components, image_shape=image_shape, encoder_channels=width, decoder_channels=width,
-        latent_channels=latent_channels, num_latent_scales=num_latent_scales, groups_per_scale=groups_per_scale,
-        encoder_cells_per_group=cells_per_group, decoder_cells_per_group=cells_per_group,
-        preprocess_blocks=preprocess_blocks, preprocess_cells=preprocess_cells, postprocess_blocks=preprocess_blocks,
-        postprocess_cells=preprocess_cells, channel_multiplier=1,
-    )  # fmt: skip
+    return hierarchical_spec(components, image_shape=image_shape, **layout)
 
 
 #: name -> (spec keyword arguments, description); ``vdvae-mnist`` is the model of recipes/vdvae_mnist.yaml

@@ -51,6 +51,33 @@ class ResidualCellBase(Cell):
         return self.skip(x) + self.residual_scale * self.se(self.ops(x))
 
 
+class InvertedResidualCellBase(ResidualCellBase):
+    """A residual cell whose branch is an inverted residual: expand to ``round(in_channels * expansion)`` channels,
+    a depthwise ``kernel_size`` conv, project back; optional SE. Subclasses build the branch in :meth:`build_ops`
+    (with their normalisation and activation), and keep this constructor."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        expansion: float = 6.0,
+        kernel_size: int = 5,
+        use_se: bool = True,
+        residual_scale: float = 0.1,
+    ) -> None:
+        super().__init__(in_channels, out_channels, stride, residual_scale)
+        self.ops = self.build_ops(in_channels, out_channels, stride, expansion, kernel_size)
+        self._finish(use_se)
+
+    def build_ops(self, in_channels: int, out_channels: int, stride: int, expansion: float, kernel_size: int):
+        raise NotImplementedError
+
+    @classmethod
+    def example(cls) -> Example:
+        return cell_example(cls, -1, 16, 8, size=4, expansion=3.0)
+
+
 class ResidualCell(ResidualCellBase):
     """Pre-activation residual cell: ``conv_block`` x ``num_convs`` (BN-Swish-Conv3x3 by default, NVAE's encoder and
     pre-processing cell), optional SE.

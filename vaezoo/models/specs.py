@@ -49,6 +49,11 @@ DEFAULT_COMPONENTS: dict[str, dict | None] = {
 }
 
 
+def same_cell_everywhere(cell: dict) -> dict[str, dict]:
+    """The four cell slots (pre-processing, encoder, decoder, post-processing) filled with one cell spec."""
+    return {slot: cell for slot in ("preprocess_cell", "encoder_cell", "decoder_cell", "postprocess_cell")}
+
+
 def _layout_defaults() -> dict[str, Any]:
     parameters = inspect.signature(HierarchicalVAE.__init__).parameters
     return {
@@ -79,6 +84,36 @@ def hierarchical_spec(components: Mapping[str, dict | None], *, image_shape: lis
     init_args.update({slot: copy.deepcopy(slots[slot]) for slot in COMPONENT_SLOTS})
     init_args.update({name: copy.deepcopy(layout.get(name, default)) for name, default in defaults.items()})
     return {"class_path": "HierarchicalVAE", "init_args": init_args}
+
+
+def mirrored_layout(
+    *,
+    channels: int,
+    latent_channels: int,
+    num_latent_scales: int,
+    groups_per_scale: int | list[int],
+    cells_per_group: int = 1,
+    preprocess_blocks: int = 1,
+    preprocess_cells: int = 1,
+    **layout: Any,
+) -> dict[str, Any]:
+    """Layout numbers of a hierarchy with one width for the encoder and the decoder, the same number of cells per
+    group on both sides, and post-processing that mirrors pre-processing (``layout`` adds or overrides any other
+    :func:`hierarchical_spec` layout argument)."""
+    return {
+        "encoder_channels": channels,
+        "decoder_channels": channels,
+        "latent_channels": latent_channels,
+        "num_latent_scales": num_latent_scales,
+        "groups_per_scale": groups_per_scale,
+        "encoder_cells_per_group": cells_per_group,
+        "decoder_cells_per_group": cells_per_group,
+        "preprocess_blocks": preprocess_blocks,
+        "preprocess_cells": preprocess_cells,
+        "postprocess_blocks": preprocess_blocks,
+        "postprocess_cells": preprocess_cells,
+        **layout,
+    }
 
 
 def preset_factory(make_spec: Callable[..., dict], **kwargs: Any) -> Callable[..., dict]:
