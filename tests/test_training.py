@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from vaezoo_baselines import ELBO
+from vaezoo_datasets import BundledMNIST
 
 import vaezoo
-from vaezoo.data import BundledMNIST
+from vaezoo.components import ELBO
 from vaezoo.training import Trainer
 from vaezoo.training.trainer import TrainingDiverged
 

@@ -1,21 +1,24 @@
-"""The fit loop.
+"""The fit loop: the :class:`Trainer`, its optimiser step, the NaN guard with rollback, and checkpoints.
 
 Design points:
-- Data order is a function of (seed, epoch): each epoch draws its permutation from a generator
-  seeded by both, so a resumed run sees exactly the batches an uninterrupted run would have seen.
+- Data order is a function of (seed, epoch) (:mod:`.sampler`), so a resumed run sees exactly the batches an
+  uninterrupted run would have seen.
 - Every source of randomness (global torch RNG for latent noise, the data-augmentation generator)
   is saved in checkpoints; on CPU a resumed run ends bitwise identical to an uninterrupted one.
 - A step whose loss or gradient is not finite is skipped and counted. After too many in a row the
   run rolls back to its last checkpoint with a lower learning rate, and stops with a clear message
   once it has used up its rollbacks: it never skips silently forever.
+
+The pieces with their own reasons to change live beside it: the learning-rate schedule (:mod:`.schedules`), the
+speed switches (:mod:`.speed`), metrics, TensorBoard and the progress bar (:mod:`.reporting`), preview images
+(:mod:`.images`), checkpoint files (:mod:`.checkpoint`), multi-process helpers (:mod:`.distributed`) and the EMA
+(:mod:`.ema`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +31,7 @@ from ..errors import VaezooError
 from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
 from ..interfaces import DataModule, GenerativeModel, Objective
+from . import images
 from .checkpoint import (
     atomic_torch_save,
     checkpoint_path,
@@ -38,7 +42,18 @@ from .checkpoint import (
 )
 from .distributed import DistributedContext, ModelView, all_gather_tensors, barrier, synchronise_batch_norm
 from .ema import ExponentialMovingAverage
-from .memory import keep_freed_memory
+from .reporting import (
+    open_metrics,
+    progress_bar,
+    step_record,
+    tensorboard_writer,
+    truncate_metrics,
+    write_record,
+    write_scalars,
+)
+from .sampler import EpochBatchSampler
+from .schedules import learning_rate
+from .speed import apply_speed_switches
 
 
 class TrainingDiverged(VaezooError):
@@ -55,45 +70,6 @@ class CheckpointWriteFailed(VaezooError):
 
 class _Rollback(Exception):
     """Internal: restart the loop from the last checkpoint."""
-
-
-class _EpochBatchSampler:
-    """Batches of a seeded per-epoch permutation (drop_last), from a given micro-batch index on.
-
-    With several ranks, micro-batch i is the global batch ``perm[i*G:(i+1)*G]`` (G = batch size x
-    world size) and rank r takes its r-th slice, so the global batches are those of a single process
-    with batch size G (this replaces DistributedSampler, whose shards would not line up that way).
-    """
-
-    def __init__(
-        self, num_examples: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1
-    ) -> None:
-        self.n, self.batch_size, self.seed, self.start, self.stop = num_examples, batch_size, seed, start, stop
-        self.rank, self.world_size = rank, world_size
-        global_batch = batch_size * world_size
-        self.batches_per_epoch = num_examples // global_batch
-        if self.batches_per_epoch == 0:
-            raise VaezooError(
-                f"the global batch (data.batch_size {batch_size} x {world_size} processes) is larger than the training set ({num_examples} examples)"
-            )
-
-    def permutation(self, epoch: int) -> Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-
-    def __iter__(self) -> Iterator[list[int]]:
-        index = self.start
-        while index < self.stop:
-            epoch, offset = divmod(index, self.batches_per_epoch)
-            perm = self.permutation(epoch)
-            for i in range(offset, self.batches_per_epoch):
-                if index >= self.stop:
-                    return
-                first = (i * self.world_size + self.rank) * self.batch_size
-                yield perm[first : first + self.batch_size].tolist()
-                index += 1
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
 
 
 class Trainer:
@@ -180,22 +156,16 @@ class Trainer:
 
     # -- schedules -----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        """Linear warm-up from 0, then cosine decay to ``lr_min`` reached at the last step
-        (never past it: a cosine that runs on would turn the learning rate back up)."""
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.lr * step / self.warmup_steps
-        if self.lr_schedule == "constant":
-            return self.lr
-        if self.lr_schedule == "cosine_epoch":
-            first, last = (
-                self.warmup_steps // self.steps_per_epoch,
-                max(1, (self.max_steps - 1) // self.steps_per_epoch),
-            )
-            span, position = max(1, last - first), step // self.steps_per_epoch - first
-        else:
-            span, position = max(1, self.max_steps - 1 - self.warmup_steps), step - self.warmup_steps
-        progress = min(1.0, max(0.0, position / span))
-        return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress))
+        """The learning rate of ``step`` before any rollback scaling (see :func:`~.schedules.learning_rate`)."""
+        return learning_rate(
+            step,
+            lr=self.lr,
+            lr_min=self.lr_min,
+            max_steps=self.max_steps,
+            warmup_steps=self.warmup_steps,
+            schedule=self.lr_schedule,
+            steps_per_epoch=self.steps_per_epoch,
+        )
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -226,28 +196,15 @@ class Trainer:
         ctx = self.ctx
         model.to(self.device)
         objective.to(self.device)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if self.compile_cells:
-            from ..interfaces import Cell
-
-            for module in model.modules():
-                if isinstance(module, Cell):
-                    module.compile(dynamic=False)
-        if self.depthwise_weight_grad != "native":
-            layers = [m for m in model.modules() if hasattr(m, "depthwise_weight_grad")]
-            if not layers:
-                raise VaezooError(
-                    f"trainer.depthwise_weight_grad: {type(model).__name__} has no layer that supports it"
-                )
-            for layer in layers:
-                layer.depthwise_weight_grad = self.depthwise_weight_grad
-        if self.keep_freed_memory and self.device.type == "cpu":
-            keep_freed_memory()
-        if self.gradient_checkpointing:
-            if not hasattr(model, "gradient_checkpointing"):
-                raise VaezooError(f"trainer.gradient_checkpointing: {type(model).__name__} does not support it")
-            model.gradient_checkpointing = True
+        apply_speed_switches(
+            model,
+            self.device,
+            channels_last=self.channels_last,
+            compile_cells=self.compile_cells,
+            depthwise_weight_grad=self.depthwise_weight_grad,
+            keep_freed_memory=self.keep_freed_memory,
+            gradient_checkpointing=self.gradient_checkpointing,
+        )
         self.global_batch = data_batch_size * ctx.world_size * self.accumulate
         self.steps_per_epoch = max(1, num_examples // self.global_batch)
         if self.max_epochs is not None:  # the paper recipes count epochs; the loop counts steps
@@ -337,12 +294,14 @@ class Trainer:
             if not found:
                 raise VaezooError(f"--resume: no checkpoint in {self.ckpt_dir}")
             self._restore(found[-1][1])
+            if ctx.is_main:  # the steps after the checkpoint are replayed: keep each step's record once
+                truncate_metrics(run_dir / "metrics.jsonl", self.state["step"])
         else:
             torch.manual_seed(seed + 7919 * ctx.rank)  # each rank draws its own latent noise
 
-        writer = _tensorboard_writer(run_dir / "tensorboard") if self.tensorboard and ctx.is_main else None
-        progress = _progress(self.progress and ctx.is_main, console)
-        metrics_file = (run_dir / "metrics.jsonl").open("a") if ctx.is_main else _NullFile()
+        writer = tensorboard_writer(run_dir / "tensorboard") if self.tensorboard and ctx.is_main else None
+        progress = progress_bar(self.progress and ctx.is_main, console)
+        metrics_file = open_metrics(run_dir / "metrics.jsonl", ctx.is_main)
         self._metrics_file, self._console = metrics_file, console
         with progress as bar, metrics_file:
             task = bar.add_task(
@@ -371,7 +330,7 @@ class Trainer:
     def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
         model, ctx = self.model, self.ctx
         state = self.state
-        sampler = _EpochBatchSampler(
+        sampler = EpochBatchSampler(
             len(train_set),
             data.batch_size,
             seed,
@@ -411,16 +370,12 @@ class Trainer:
 
             if ctx.is_main and (state["step"] % self.log_every == 0 or state["step"] == self.max_steps):
                 elapsed = time.perf_counter() - window_start
-                record = _record(
+                record = step_record(
                     metrics, loss, grad_norm, lr, state, ctx.world_size * window_images / max(elapsed, 1e-9)
                 )
                 record["global_batch"] = self.global_batch
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                if writer is not None:
-                    for key, value in record.items():
-                        if isinstance(value, (int, float)) and key != "step":
-                            writer.add_scalar(key, value, state["step"])
+                write_record(metrics_file, record)
+                write_scalars(writer, record, state["step"])
                 steps_per_s = (window_images / max(elapsed, 1e-9)) / (x.shape[0] * self.accumulate)
                 bar.update(task, loss=record["loss"], kl=record.get("kl", float("nan")), rate=steps_per_s)
                 window_start, window_images = time.perf_counter(), 0
@@ -433,7 +388,7 @@ class Trainer:
                 if ctx.is_main:
                     units = active_units(model, data.test_dataset())
                     if units is not None:
-                        metrics_file.write(json.dumps({"step": state["step"], "active_units": units}) + "\n")
+                        write_record(metrics_file, {"step": state["step"], "active_units": units})
                 self._save()
 
     def _rollback_or_stop(self, step: int, consecutive_bad: int, metrics_file) -> None:
@@ -447,8 +402,7 @@ class Trainer:
         self._restore(found[-1][1])
         self.state.update(skipped_steps=skipped, rollbacks=rollbacks, lr_scale=lr_scale * self.rollback_lr_factor)
         event = {"step": step, "event": "rollback", "to_step": self.state["step"], "lr_scale": self.state["lr_scale"]}
-        metrics_file.write(json.dumps(event) + "\n")
-        metrics_file.flush()
+        write_record(metrics_file, event)
         raise _Rollback()
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -481,8 +435,7 @@ class Trainer:
             kept = f"step {previous[-1][0]}" if previous else "none"
             message = f"could not write checkpoint {path.name}: {exc.strerror or exc}; last complete checkpoint: {kept}"
             event = {"step": self.state["step"], "event": "checkpoint_failed", "error": message}
-            self._metrics_file.write(json.dumps(event) + "\n")
-            self._metrics_file.flush()
+            write_record(self._metrics_file, event)
             if self._console is not None:
                 self._console.print(f"[yellow]warning[/]: {message}")
             if final:
@@ -514,101 +467,12 @@ class Trainer:
         )
 
     # -- images --------------------------------------------------------------------------------
-    @torch.no_grad()
     def save_samples(self, model: GenerativeModel, path: Path, seed: int) -> None:
-        was_training = model.training
-        model.eval()
-        with torch.random.fork_rng(devices=[]):  # sampling must not perturb the training RNG stream
-            torch.manual_seed(seed)
-            images = model.sample(self.num_samples, temperature=self.sample_temperature)
-        model.train(was_training)
-        _save_grid(images, path, nrow=max(1, int(math.sqrt(self.num_samples))))
+        images.save_samples(model, path, seed, self.num_samples, self.sample_temperature)
 
-    @torch.no_grad()
     def save_reconstructions(self, model: GenerativeModel, data: DataModule, path: Path, n: int = 8) -> None:
         """Test images (odd rows) above their reconstructions (even rows)."""
-        test_set = data.test_dataset()
-        x = torch.stack([test_set[i][0] for i in range(min(n, len(test_set)))]).to(self.device)
-        was_training = model.training
-        model.eval()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            recon = model.reconstruct(x)
-        model.train(was_training)
-        _save_grid(torch.cat([x, recon.to(x.dtype)]), path, nrow=x.shape[0])
+        images.save_reconstructions(model, data, path, self.device, n)
 
     def test(self, model: GenerativeModel, data: DataModule, seed: int = 0):
         return evaluate(model, data.test_dataset(), k=self.eval_k, batch_size=self.eval_batch_size, seed=seed)
-
-
-class _NullFile:
-    """Stands in for metrics.jsonl on ranks other than 0."""
-
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-def _save_grid(images: Tensor, path: Path, nrow: int) -> None:
-    from torchvision.utils import save_image
-
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    save_image(images.float().cpu(), tmp, nrow=nrow)
-    tmp.replace(path)
-
-
-def _record(metrics: dict, loss: Tensor, grad_norm: Tensor, lr: float, state: dict, images_per_s: float) -> dict:
-    record: dict[str, Any] = {"step": state["step"], "loss": float(loss)}
-    for key, value in metrics.items():
-        if isinstance(value, Tensor):
-            value = value.detach().float().cpu()
-            record[key] = value.tolist() if value.ndim else float(value)
-        else:
-            record[key] = value
-    record.update(
-        grad_norm=float(grad_norm),
-        lr=lr,
-        skipped_steps=state["skipped_steps"],
-        rollbacks=state["rollbacks"],
-        images_per_s=images_per_s,
-    )
-    return record
-
-
-def _tensorboard_writer(directory: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(directory))
-
-
-def _progress(enabled: bool, console: Any):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [
-        TextColumn("[bold]fit"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.2f}"),
-        TextColumn("kl {task.fields[kl]:.2f}"),
-        TextColumn("{task.fields[rate]:.1f} steps/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    return Progress(*columns, console=console, disable=not enabled, transient=False)

@@ -1,0 +1,49 @@
+"""Applying a recipe's speed switches to a model.
+
+The switches change speed and memory, never results (up to float rounding). Those that depend on the model's layers
+(cell compilation, the depthwise weight gradient, gradient checkpointing) are declared by the model itself through
+:class:`~vaezoo.interfaces.GenerativeModel`'s methods, which raise ``NotImplementedError`` when it has no support:
+here that becomes a one-line :class:`~vaezoo.errors.VaezooError` naming the recipe key, raised before training starts.
+``channels_last`` and ``keep_freed_memory`` work on any model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import VaezooError
+from ..interfaces import GenerativeModel
+from .memory import keep_freed_memory as _keep_freed_memory
+
+
+def apply_speed_switches(
+    model: GenerativeModel,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    compile_cells: bool = False,
+    depthwise_weight_grad: str = "native",
+    keep_freed_memory: bool = True,
+    gradient_checkpointing: bool = False,
+) -> None:
+    """Turn on the switches the recipe asks for, on a model already moved to ``device``."""
+    name = type(model).__name__
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile_cells:
+        try:
+            model.compile_cells()
+        except NotImplementedError:
+            raise VaezooError(f"trainer.compile_cells: {name} has no cell to compile") from None
+    if depthwise_weight_grad != "native":  # "native" is every layer's default: nothing to switch, any model will do
+        try:
+            model.set_depthwise_weight_grad(depthwise_weight_grad)
+        except NotImplementedError:
+            raise VaezooError(f"trainer.depthwise_weight_grad: {name} has no layer that supports it") from None
+    if keep_freed_memory and device.type == "cpu":
+        _keep_freed_memory()
+    if gradient_checkpointing:
+        try:
+            model.enable_gradient_checkpointing(True)
+        except NotImplementedError:
+            raise VaezooError(f"trainer.gradient_checkpointing: {name} does not support it") from None
