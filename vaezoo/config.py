@@ -9,10 +9,14 @@ is what makes a downloaded ``config.json`` safe to open.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
+import typing
 from typing import Any
 
 from .errors import ConfigError
+from .interfaces import INTERFACES
+from .plugins import get_registry
 from .registry import Registry, unknown_name_message
 
 
@@ -91,9 +95,6 @@ def build(spec: dict, *, kind: str = "model", registry: Registry | None = None) 
     """
     from jsonargparse import ArgumentParser
 
-    from .interfaces import INTERFACES
-    from .plugins import get_registry
-
     registry = registry or get_registry()
     restrict_value_imports(registry)
     if not isinstance(spec, dict) or "class_path" not in spec:
@@ -132,9 +133,6 @@ _GIVEN = re.compile(r"Given value: (?:NestedArg\(key='class_path', val=')?(?:\{'
 def describe_parse_error(message: str, argv: list[str] | None = None) -> str:
     """Turn a (multi-line) jsonargparse error into one line naming the key and, for components,
     the registered choices of that kind."""
-    from .interfaces import INTERFACES
-    from .plugins import get_registry
-
     keys = _KEY.findall(message)
     if not keys:
         return one_line(Exception(message))
@@ -163,11 +161,6 @@ def describe_parse_error(message: str, argv: list[str] | None = None) -> str:
 def _parameter_kind(name: str) -> tuple[str | None, str | None]:
     """(recipe section, component kind) of a constructor parameter called ``name`` in a registered
     model, objective or data module, read from its type hint (also inside Optional/Callable/list)."""
-    import inspect
-    import typing
-
-    from .interfaces import INTERFACES
-    from .plugins import get_registry
 
     def kinds_in(annotation) -> str | None:
         if isinstance(annotation, type):

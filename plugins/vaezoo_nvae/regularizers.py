@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -199,8 +198,3 @@ def _with_model(regularizer: Regularizer, model: nn.Module) -> Regularizer:
     """Attach a model to a regulariser so that its parameters take part in the contract test."""
     regularizer.model = model
     return regularizer
-
-
-def regularizer_state(objective: nn.Module) -> dict[str, Any]:
-    """The regulariser buffers of an objective (for inspection and tests)."""
-    return {k: v for k, v in objective.state_dict().items() if _VECTOR_KEY.match(k.rsplit(".", 1)[-1])}
