@@ -30,3 +30,25 @@ def test_old_folder_loads_and_matches(folder):
         out = model(x, noise=noise)
     torch.testing.assert_close(out.nelbo, torch.tensor(expected["nelbo"]), rtol=1e-6, atol=1e-5)
     assert float(out.params.double().sum()) == pytest.approx(expected["params_sum"], rel=1e-6, abs=1e-6)
+
+
+def test_recipe_with_class_paths_from_before_the_move_still_parses(tmp_path, capsys):
+    """A recipe (or a run's config.yaml, read again by ``fit --resume``) that spells the full class paths
+    components had before they moved parses, with the paths brought up to date through the registry aliases."""
+    from vaezoo.cli import main
+    from vaezoo.components import PREVIOUS_CLASS_PATHS
+
+    recipe = (Path(__file__).resolve().parents[1] / "recipes" / "nvae_mnist_small.yaml").read_text()
+    old = recipe
+    for name, previous in PREVIOUS_CLASS_PATHS.items():
+        old = old.replace(f"class_path: {name}\n", f"class_path: {previous[0]}\n")
+        old = old.replace(f"class_path: {name}}}", f"class_path: {previous[0]}}}")
+    assert old.count("vaezoo_nvae.cells.") >= 3 and "vaezoo.likelihoods.BernoulliLikelihood" in old
+    path = tmp_path / "old_recipe.yaml"
+    path.write_text(old)
+    assert main(["fit", str(path), "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    for name, previous in PREVIOUS_CLASS_PATHS.items():
+        assert previous[0] not in printed, name
+    assert "class_path: vaezoo.components.cells.WeightNormConvCell" in printed
+    assert "class_path: vaezoo.components.likelihoods.BernoulliLikelihood" in printed

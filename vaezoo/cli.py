@@ -15,7 +15,7 @@ from jsonargparse import ArgumentParser
 
 from . import commands
 from ._version import __version__
-from .config import describe_parse_error
+from .config import describe_parse_error, register_recipe_mode
 from .errors import VaezooError
 
 #: order in --help (others follow alphabetically)
@@ -42,13 +42,19 @@ class _OneLineParser(ArgumentParser):
 
 def build_parser(modules: dict[str, ModuleType] | None = None) -> ArgumentParser:
     modules = modules or command_modules()
+    mode = register_recipe_mode()
     parser = _OneLineParser(
-        prog="vaezoo", description="A plugin-based zoo of deep hierarchical VAEs.", exit_on_error=False
+        prog="vaezoo",
+        description="A plugin-based zoo of deep hierarchical VAEs.",
+        exit_on_error=False,
+        parser_mode=mode,
     )
     parser.add_argument("--version", action="version", version=f"vaezoo {__version__}")
     sub = parser.add_subcommands(dest="command", required=True)
     for name, module in modules.items():
-        sub_parser = _OneLineParser(prog=f"vaezoo {name}", description=module.HELP, exit_on_error=False)
+        sub_parser = _OneLineParser(
+            prog=f"vaezoo {name}", description=module.HELP, exit_on_error=False, parser_mode=mode
+        )
         module.add_arguments(sub_parser)
         sub.add_subcommand(name, sub_parser, help=module.HELP)
     return parser

@@ -60,6 +60,43 @@ def restrict_value_imports(registry: Registry) -> None:
     set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=sorted(allowed))
 
 
+def current_class_paths(spec: Any, registry: Registry) -> Any:
+    """Replace every class_path that is a registry alias (the full path a component had before it moved) by the
+    component's current full path; everything else is left as it is."""
+    if isinstance(spec, dict):
+        out = {k: current_class_paths(v, registry) for k, v in spec.items()}
+        class_path = out.get("class_path")
+        if isinstance(class_path, str) and "." in class_path:
+            entry = registry.find_class(class_path)
+            if entry is not None and class_path != entry.class_path and class_path not in (entry.name,):
+                out["class_path"] = entry.class_path
+        return out
+    if isinstance(spec, list):
+        return [current_class_paths(v, registry) for v in spec]
+    return spec
+
+
+#: the jsonargparse parser mode of vaezoo's command line: YAML, with moved class paths brought up to date, so a
+#: recipe or a run's config.yaml written before a component moved still parses (``vaezoo fit ... --resume``)
+RECIPE_MODE = "vaezoo_yaml"
+
+
+def register_recipe_mode() -> str:
+    """Register :data:`RECIPE_MODE` with jsonargparse (idempotent) and return its name."""
+    from jsonargparse import get_loader, set_dumper, set_loader
+    from jsonargparse._loaders_dumpers import dumpers, get_loader_exceptions
+
+    if RECIPE_MODE not in dumpers:
+        yaml_load = get_loader("yaml")
+
+        def load(text: str) -> Any:
+            return current_class_paths(yaml_load(text), get_registry())
+
+        set_loader(RECIPE_MODE, load, exceptions=get_loader_exceptions("yaml"))
+        set_dumper(RECIPE_MODE, dumpers["yaml"])
+    return RECIPE_MODE
+
+
 def short_spec(spec: Any, registry: Registry) -> Any:
     """Replace full class paths by registry names (for human-readable saved configs)."""
     if isinstance(spec, dict):
