@@ -411,6 +411,10 @@ def test_pretrained_table_entries():
         meta = entry.target
         assert meta["repo_id"] == f"vaezoo/{preset}" and meta["revision"] == "main" and meta["preset"] == preset
         assert meta["source"] == "converted from the official NVlabs checkpoint"
+        # where NVIDIA publishes the checkpoint, and the converter that installs it under this name
+        assert meta["converter"] == "nvlabs" and "nvlabs" in registry.names("converter")
+        assert meta["checkpoint_url"].startswith("https://drive.google.com/drive/folders/")
+        assert meta["checkpoint_page"].startswith("https://github.com/NVlabs/NVAE#")
         assert meta["license"].startswith("NVIDIA Source Code License (non-commercial)")
         (metric,) = meta["metrics"]
         assert (metric["value"], metric["unit"], metric["source"]) == (value, unit, "paper, Table 1")

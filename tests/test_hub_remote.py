@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -466,3 +467,16 @@ def test_download_errors_are_one_line(fake_hub, monkeypatch):
     with pytest.raises(VaezooError, match="revision 'nope' not found in acme/tiny-vae"):
         hub.download(f"hf-hub:{REPO}@nope")
     assert hub.download(f"hf-hub:{REPO}").joinpath("README.md").is_file()
+
+
+def test_download_draws_its_bars_only_on_a_terminal(fake_hub, monkeypatch, capfd):
+    hub.push_to_hub(_model(), REPO, token=TOKEN)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    assert main(["download", f"hf-hub:{REPO}"]) == 0  # stderr is captured: no terminal, no bar
+    quiet = capfd.readouterr()
+    assert "━" not in quiet.err and "model.safetensors" not in quiet.err
+    shutil.rmtree(os.environ["HF_HUB_CACHE"])
+    monkeypatch.setenv("VAEZOO_PROGRESS", "1")  # as on a terminal
+    assert main(["download", f"hf-hub:{REPO}"]) == 0
+    drawn = capfd.readouterr().err
+    assert "━" in drawn and "model.safetensors" in drawn and "100%" in drawn

@@ -50,6 +50,20 @@ def _convert_nvlabs(checkpoint: str, out_dir: str) -> str:
     return str(convert_nvlabs_checkpoint(checkpoint, out_dir))
 
 
+def _nvlabs_checkpoint_spec(checkpoint: str) -> dict:
+    """The vaezoo spec an official checkpoint's training arguments describe (checked before converting)."""
+    from .convert import official_checkpoint_spec
+
+    return official_checkpoint_spec(checkpoint)
+
+
+def _nvlabs_argument_name(path: str) -> str | None:
+    """The official ``train.py`` argument behind a spec path (names a mismatch as the checkpoint's user knows it)."""
+    from .convert import official_argument_name
+
+    return official_argument_name(path)
+
+
 @hookimpl
 def register_components(register):
     for kind, classes in _COMPONENTS.items():
@@ -60,6 +74,8 @@ def register_components(register):
         _convert_nvlabs,
         name="nvlabs",
         description="official NVlabs/NVAE train.py checkpoints (checkpoint.pt) -> vaezoo model folder",
+        checkpoint_spec=_nvlabs_checkpoint_spec,
+        argument_name=_nvlabs_argument_name,
     )
 
 

@@ -182,6 +182,51 @@ def model_from_official_checkpoint(checkpoint: str | Path | Mapping[str, Any]) -
     return model.eval()
 
 
+#: spec path (see :func:`vaezoo.hub.installing.spec_differences`) -> the official argument that sets it
+_OFFICIAL_ARGUMENTS = {
+    "image_shape": "dataset",
+    "likelihood": "dataset",
+    "likelihood.crop": "dataset",
+    "likelihood.num_bits": "num_x_bits",
+    "likelihood.num_mixtures": "num_mixture_dec",
+    "encoder_channels": "num_channels_enc",
+    "decoder_channels": "num_channels_dec",
+    "latent_channels": "num_latent_per_group",
+    "num_latent_scales": "num_latent_scales",
+    "groups_per_scale": "num_groups_per_scale",
+    "adaptive_groups": "ada_groups",
+    "min_groups_per_scale": "min_groups_per_scale",
+    "encoder_cells_per_group": "num_cell_per_cond_enc",
+    "decoder_cells_per_group": "num_cell_per_cond_dec",
+    "preprocess_blocks": "num_preprocess_blocks",
+    "preprocess_cells": "num_preprocess_cells",
+    "postprocess_blocks": "num_postprocess_blocks",
+    "postprocess_cells": "num_postprocess_cells",
+    "num_flows": "num_nf",
+    "flow": "num_nf",
+    "posterior": "res_dist",
+}
+
+
+def official_argument_name(path: str) -> str | None:
+    """The official ``train.py`` argument behind a spec path, e.g. ``encoder_channels`` -> ``num_channels_enc``."""
+    if path in _OFFICIAL_ARGUMENTS:
+        return _OFFICIAL_ARGUMENTS[path]
+    if path.endswith(".use_se"):
+        return "use_se"
+    return None
+
+
+def official_checkpoint_spec(checkpoint: str | Path) -> dict:
+    """The vaezoo spec that an official checkpoint's stored training arguments describe."""
+    where = str(checkpoint)
+    args = load_official_checkpoint(checkpoint)["args"]
+    try:
+        return spec_from_official_args(args)
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+
+
 def convert_nvlabs_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Convert an official NVlabs/NVAE ``checkpoint.pt`` into a vaezoo model folder; returns the folder."""
     from vaezoo.hub import save_pretrained

@@ -1,7 +1,10 @@
 """The published NVAE weights: the pretrained table behind ``vaezoo.load("nvae-...")``.
 
-Each entry names the Hub repo that holds the converted official checkpoint (``vaezoo convert nvlabs ...``
-then ``vaezoo push ... --pretrained NAME``) with its provenance. The metric of each entry is the paper's
+NVIDIA publishes the official checkpoints on Google Drive (linked from the NVlabs/NVAE README) under a
+non-commercial licence. Each entry records where (``checkpoint_url``, ``checkpoint_page``) and the converter
+that installs one under the entry's name (``vaezoo convert nvlabs checkpoint.pt --pretrained NAME``: the
+checkpoint's arguments are checked against the entry's preset first). Each entry also names a Hub repo for
+converted weights (``vaezoo push ... --pretrained NAME``), looked for after the local store and the cache. The metric of each entry is the paper's
 number (Table 1 of Vahdat & Kautz, NeurIPS 2020), labelled as such: it was not measured on the converted
 weights. ``revision`` stays "main" until a commit is pinned.
 
@@ -15,6 +18,10 @@ LICENSE = "NVIDIA Source Code License (non-commercial); converted weights keep i
 LICENSE_LINK = "https://github.com/NVlabs/NVAE/blob/master/LICENSE"
 PROTOCOL = "test-set negative log-likelihood, importance-weighted estimate with 1000 samples"
 METRIC_SOURCE = "paper, Table 1"
+#: where NVIDIA publishes the official checkpoints (one Google Drive folder, a subfolder per data set)
+CHECKPOINT_URL = "https://drive.google.com/drive/folders/1KVpw12AzdVjvbfEYM_6_3sxTy93wWkbe"
+CHECKPOINT_PAGE = "https://github.com/NVlabs/NVAE#running-the-main-nvae-training-and-evaluation-scripts"
+CONVERTER = "nvlabs"
 
 #: name -> (Hub repo, preset, dataset, NLL value, unit)
 TABLE: dict[str, tuple[str, str, str, float, str]] = {
@@ -33,6 +40,9 @@ def register_pretrained(register) -> None:
             name,
             repo_id=repo_id,
             revision="main",
+            converter=CONVERTER,
+            checkpoint_url=CHECKPOINT_URL,
+            checkpoint_page=CHECKPOINT_PAGE,
             preset=preset,
             description=f"NVAE trained on {dataset} ({SOURCE})",
             source=SOURCE,

@@ -1,13 +1,13 @@
 """``vaezoo data prepare NAME SOURCE DEST`` and ``vaezoo data verify DEST``.
 
 ``prepare`` builds the LMDB pair (``train.lmdb``, ``validation.lmdb``, the official NVAE layout), the
-split lists and ``manifest.json`` (counts, sha256 of every file) of a preparable data set, atomically;
-``verify`` checks a prepared folder against its manifest.
+split lists and ``manifest.json`` (counts, sha256 of every file) of a preparable data set, atomically, with a
+progress bar per split on a terminal (:mod:`vaezoo.progress`); ``verify`` checks a prepared folder against its
+manifest.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 NAME = "data"
@@ -60,10 +60,12 @@ def run(cfg) -> int:
 
 def _prepare(cfg, name: str, source: str, dest: str) -> int:
     from ..data.prepare import PrepareOptions, prepare
+    from ..progress import new_progress
 
     options = PrepareOptions(image_size=cfg.image_size, test_size=cfg.test_size, seed=cfg.seed, workers=cfg.workers)
     started = time.perf_counter()
-    manifest = prepare(name, source, dest, options, progress=_progress_printer())
+    with new_progress() as progress:
+        manifest = prepare(name, source, dest, options, progress=_progress_reporter(progress))
     splits = manifest["splits"]
     size = f"{manifest['image_size']}x{manifest['image_size']} " if manifest["image_size"] else ""
     print(
@@ -83,14 +85,15 @@ def _verify(dest: str) -> int:
     return 0
 
 
-def _progress_printer():
-    """Progress on stderr, about every 5% (nothing when stderr is not a terminal)."""
-    if not sys.stderr.isatty():
+def _progress_reporter(progress):
+    """``prepare``'s ``progress(label, done, total)`` callback drawing one bar per split (nothing off a terminal)."""
+    if progress.disable:
         return None
+    tasks: dict[str, int] = {}
 
     def report(label: str, done: int, total: int) -> None:
-        if done == total or done % max(1, total // 20) == 0:
-            end = "\n" if done == total else ""
-            print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total)
+        progress.update(tasks[label], completed=done)
 
     return report

@@ -12,8 +12,9 @@ def add_arguments(parser) -> None:
 
 
 def run(cfg) -> int:
-    from ..hub import download
+    from ..hub import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, download, install_hint
 
-    folder = download(cfg.name, revision=cfg.revision)
+    pretrained = not cfg.name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX))
+    folder = download(cfg.name, revision=cfg.revision, hint=install_hint(cfg.name) if pretrained else None)
     print(f"{cfg.name}: cached in {folder} (loads offline with HF_HUB_OFFLINE=1)")
     return 0

@@ -1,4 +1,9 @@
-"""``vaezoo list [KIND] [PATTERN]``: the registry as a table."""
+"""``vaezoo list [KIND] [PATTERN]``: the registry as a table.
+
+``vaezoo list pretrained`` shows, for each pretrained name, where :func:`vaezoo.load` would take it from
+(installed in the local store, cached by Hugging Face, on the Hub, or nowhere: then how to install it) and its
+licence; the Hub is asked with one quick request per name, in parallel, unless HF_HUB_OFFLINE is set.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ def add_arguments(parser) -> None:
 def run(cfg) -> int:
     registry = get_registry()
     entries = registry.entries(cfg.kind, cfg.pattern)
+    if cfg.kind == "pretrained":
+        return _list_pretrained(entries)
     table = Table(title=f"vaezoo components{' of kind ' + cfg.kind if cfg.kind else ''}")
     for column in ("kind", "name", "plugin", "description"):
         table.add_column(column)
@@ -27,3 +34,33 @@ def run(cfg) -> int:
         table.add_row(entry.kind, entry.name, entry.plugin, entry.summary)
     Console(width=160).print(table)
     return 0
+
+
+def _list_pretrained(entries) -> int:
+    from ..hub import locate_all
+
+    found = locate_all([e.name for e in entries])
+    table = Table(title="vaezoo pretrained models (vaezoo.load looks in this order: installed, cached, Hub)")
+    for column in ("name", "preset", "available", "from", "license", "plugin"):
+        table.add_column(column, overflow="fold")  # URLs and commands stay whole, to copy
+    for entry in entries:
+        meta, location = entry.target, found[entry.name]
+        detail = location.detail
+        if location.kind == "nowhere" and meta.get("converter"):
+            detail = f"{detail}; vaezoo convert {meta['converter']} CHECKPOINT.pt --pretrained {entry.name}"
+            if meta.get("checkpoint_url"):
+                detail += f" (checkpoint: {meta['checkpoint_url']})"
+        table.add_row(
+            entry.name,
+            meta.get("preset") or "-",
+            location.kind,
+            detail,
+            _short_license(meta.get("license")),
+            entry.plugin,
+        )
+    Console(width=200).print(table)
+    return 0
+
+
+def _short_license(text: str | None) -> str:
+    return text.split(";")[0].strip() if text else "-"

@@ -1,4 +1,5 @@
-"""The model card: the README.md of a saved model, rendered from its config.json.
+"""The model card: the README.md of a saved model, rendered from its config.json, and :class:`ModelCardInfo`,
+the provenance a loaded model carries as ``model.card``.
 
 The card is derived data (config.json is the source of truth), so it is re-rendered on push with the repo id.
 """
@@ -7,11 +8,56 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from .format import CONFIG_NAME, WEIGHTS_NAME
 
 _METRIC_COLUMNS = ("name", "value", "unit", "split", "protocol", "source")
+
+#: where a loaded model came from (:attr:`ModelCardInfo.origin`)
+ORIGINS = ("store", "hf-cache", "hub", "local-dir")
+
+
+@dataclass(frozen=True)
+class ModelCardInfo:
+    """What a loaded model says about itself (``model.card``): its card metadata and where it was loaded from.
+
+    ``origin``: ``store`` (installed with ``vaezoo convert ... --pretrained``), ``hf-cache`` (the Hugging Face
+    cache, no request made), ``hub`` (resolved on the Hub) or ``local-dir``; ``location``: the folder, or
+    ``repo@commit``. ``metadata`` is the whole card metadata of config.json (``model.card_metadata``).
+    """
+
+    name: str | None
+    preset: str | None
+    license: str | None
+    source: str | None
+    metrics: list[dict]
+    origin: str
+    location: str
+    license_link: str | None = None
+    dataset: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def loaded_from(self) -> str:
+        """``origin:location``, e.g. ``store:/home/me/.cache/vaezoo/models/nvae-celebahq``."""
+        return f"{self.origin}:{self.location}"
+
+    @classmethod
+    def from_metadata(cls, metadata: dict, *, origin: str, location: str, name: str | None = None) -> ModelCardInfo:
+        return cls(
+            name=name or metadata.get("pretrained"),
+            preset=metadata.get("preset"),
+            license=metadata.get("license"),
+            source=metadata.get("source"),
+            metrics=list(metadata.get("metrics", [])),
+            origin=origin,
+            location=location,
+            license_link=metadata.get("license_link"),
+            dataset=metadata.get("dataset"),
+            metadata=metadata,
+        )
 
 
 def model_card(config: dict, repo_id: str | None = None) -> Any:

@@ -1,6 +1,11 @@
 """Loading a saved model: :func:`load` (by name), :func:`from_pretrained` (by folder, repo id or name) and the
 strict reading of a saved-model folder into a ready model.
 
+A pretrained name is looked for in the local store (installed with ``vaezoo convert ... --pretrained NAME``),
+then in the Hugging Face cache (no request), then on the Hub; found nowhere, the error says where the official
+checkpoint is published and how to install it. A loaded model carries ``model.card``
+(:class:`~vaezoo.hub.card.ModelCardInfo`: metadata and where it came from) and ``model.card_metadata``.
+
 A config never imports code: the model is rebuilt with :func:`vaezoo.config.build`, which only accepts
 registered class paths, and its weights are loaded strictly from safetensors.
 """
@@ -17,7 +22,9 @@ from torch import nn
 
 from ..config import build
 from ..errors import CheckpointError, ConfigError, VaezooError
-from .downloading import fetch
+from .card import ModelCardInfo
+from .catalog import install_hint, pretrained_entry
+from .downloading import cached_snapshot, fetch
 from .format import (
     CONFIG_NAME,
     HF_HUB_PREFIX,
@@ -28,6 +35,7 @@ from .format import (
     read_config,
 )
 from .names import pretrained_names, resolve_name
+from .store import installed_folder
 
 
 def load(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Module:
@@ -42,9 +50,39 @@ def load(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Modu
         path = name[len(LOCAL_DIR_PREFIX) :]
         if not path:
             raise CheckpointError("local-dir: needs a path, e.g. local-dir:./my-model")
-        return load_folder(Path(path).expanduser(), device, where=name)
+        folder = Path(path).expanduser()
+        return load_folder(folder, device, where=name, location=str(folder.absolute()))
+    if name.startswith(HF_HUB_PREFIX):
+        from huggingface_hub import constants
+
+        repo_id, rev = resolve_name(name, revision)
+        folder = fetch(repo_id, rev, label=name)
+        origin = "hf-cache" if constants.is_offline_mode() else "hub"
+        return load_folder(
+            folder, device, where=f"{HF_HUB_PREFIX}{repo_id}@{rev}", origin=origin, location=f"{repo_id}@{folder.name}"
+        )
+    return load_pretrained(name, device, revision)
+
+
+def load_pretrained(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Module:
+    """A registered pretrained name: from the local store, else the Hugging Face cache, else the Hub.
+
+    ``revision`` (a Hub branch, tag or commit) skips the store, which holds one version per name.
+    """
+    pretrained_entry(name)  # unknown name: one line with close matches, before anything else
+    if revision is None:
+        folder = installed_folder(name)
+        if folder is not None:
+            return load_folder(folder, device, where=f"{name} (installed in {folder})", origin="store", name=name)
     repo_id, rev = resolve_name(name, revision)
-    return load_folder(fetch(repo_id, rev, label=name), device, where=f"{HF_HUB_PREFIX}{repo_id}@{rev}")
+    where = f"{name} ({HF_HUB_PREFIX}{repo_id}@{rev})"
+    folder = cached_snapshot(repo_id, rev)
+    if folder is not None:
+        return load_folder(
+            folder, device, where=where, origin="hf-cache", location=f"{repo_id}@{folder.name}", name=name
+        )
+    folder = fetch(repo_id, rev, label=name, hint=install_hint(name))
+    return load_folder(folder, device, where=where, origin="hub", location=f"{repo_id}@{folder.name}", name=name)
 
 
 def from_pretrained(
@@ -60,7 +98,8 @@ def from_pretrained(
     """
     text = os.fspath(name_or_path)
     if Path(text).expanduser().is_dir():
-        model = load_folder(Path(text).expanduser(), device, where=text)
+        folder = Path(text).expanduser()
+        model = load_folder(folder, device, where=text, location=str(folder.absolute()))
     elif text.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)) or text in pretrained_names():
         model = load(text, device=device, revision=revision)
     elif re.fullmatch(r"[\w.\-]+/[\w.\-]+", text):
@@ -72,8 +111,19 @@ def from_pretrained(
     return model
 
 
-def load_folder(folder: Path, device: Any, where: str) -> nn.Module:
-    """The model saved in ``folder``, on ``device`` and in eval mode; ``where`` names it in error messages."""
+def load_folder(
+    folder: Path,
+    device: Any,
+    where: str,
+    *,
+    origin: str = "local-dir",
+    location: str | None = None,
+    name: str | None = None,
+) -> nn.Module:
+    """The model saved in ``folder``, on ``device`` and in eval mode; ``where`` names it in error messages.
+
+    ``origin``, ``location`` (default: the folder) and ``name`` go to ``model.card`` (where it was loaded from).
+    """
     device = _device(device)
     if not folder.is_dir():
         raise CheckpointError(f"{where}: no such model folder")
@@ -89,6 +139,7 @@ def load_folder(folder: Path, device: Any, where: str) -> nn.Module:
     model.eval()
     metadata = config["metadata"]
     model.card_metadata = metadata
+    model.card = ModelCardInfo.from_metadata(metadata, origin=origin, location=location or str(folder), name=name)
     if metadata.get("preset"):
         model.preset = metadata["preset"]
     return model

@@ -1,0 +1,114 @@
+"""The pretrained table as the hub sees it: an entry's card metadata, where a name would load from, and what to
+tell a user when it is found nowhere.
+
+A pretrained entry (``register_pretrained`` hook) is a mapping of card metadata (preset, license, source,
+dataset, metrics, ...) plus where the weights come from:
+
+- ``repo_id``, ``revision``: the Hub repo of the converted weights;
+- ``converter``: the registered converter that imports the official checkpoint (``vaezoo convert``);
+- ``checkpoint_url``, ``checkpoint_page``: where that official checkpoint is published (download link, page).
+
+:func:`vaezoo.load` looks for a pretrained name in the local store (:mod:`.store`), then the Hugging Face cache,
+then the Hub; :func:`locate` answers the same question without loading (``vaezoo list pretrained``).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..errors import VaezooError
+from ..plugins import get_registry
+from ..registry import Entry
+from .downloading import cached_snapshot, probe
+from .env import sync_hf_environment
+from .names import resolve_name
+from .store import installed_folder, store_path
+
+#: entry keys that say where weights come from; every other key is card metadata
+SOURCE_KEYS = ("repo_id", "revision", "converter")
+
+
+def pretrained_entry(name: str) -> Entry:
+    """The registered pretrained entry (a RegistryError naming close matches when unknown)."""
+    return get_registry().get("pretrained", name)
+
+
+def entry_card(entry: Entry) -> dict:
+    """The card metadata of a pretrained entry (what an installed or pushed model records)."""
+    return {k: v for k, v in entry.target.items() if k not in SOURCE_KEYS and v is not None}
+
+
+def install_hint(name: str) -> str | None:
+    """How to install pretrained ``name`` from its official checkpoint, as the end of an error message."""
+    meta = pretrained_entry(name).target
+    converter = meta.get("converter")
+    if not converter:
+        return None
+    where = ""
+    if meta.get("checkpoint_url"):
+        page = f" (see {meta['checkpoint_page']})" if meta.get("checkpoint_page") else ""
+        where = f"the official checkpoint is published at {meta['checkpoint_url']}{page}: download it and run "
+    elif meta.get("checkpoint_page"):
+        where = f"the official checkpoint is published on {meta['checkpoint_page']}: download it and run "
+    else:
+        where = "install the official checkpoint with "
+    return (
+        f"{name} is not installed in {store_path(name)} either; "
+        f"{where}`vaezoo convert {converter} CHECKPOINT.pt --pretrained {name}`"
+    )
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a pretrained name would load from: ``installed``, ``cached``, ``Hub`` or ``nowhere``, with details."""
+
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.detail})" if self.detail else self.kind
+
+
+def locate(name: str, *, check_hub: bool = True, timeout: float | None = None) -> Location:
+    """Where :func:`vaezoo.load` would take pretrained ``name`` from, in its order: store, cache, Hub.
+
+    The Hub is asked with one quick request (no download); with HF_HUB_OFFLINE set it is not asked.
+    """
+    from huggingface_hub import constants, errors
+
+    folder = installed_folder(name)
+    if folder is not None:
+        return Location("installed", str(folder))
+    try:
+        repo_id, revision = resolve_name(name)
+    except VaezooError as exc:  # an entry without a usable repo id: it can only be installed
+        return Location("nowhere", str(exc))
+    snapshot = cached_snapshot(repo_id, revision)
+    if snapshot is not None:
+        return Location("cached", f"{repo_id}@{snapshot.name[:12]}")
+    sync_hf_environment()
+    if not check_hub:
+        return Location("nowhere", "not checked on the Hub")
+    if constants.is_offline_mode():
+        return Location("nowhere", "HF_HUB_OFFLINE is set")
+    try:
+        probe(repo_id, revision, timeout)
+    except errors.GatedRepoError:
+        return Location("Hub", f"{repo_id}, gated: accept its terms and set HF_TOKEN")
+    except errors.RepositoryNotFoundError:
+        return Location("nowhere", f"no repo {repo_id} on the Hub")
+    except errors.RevisionNotFoundError:
+        return Location("nowhere", f"no revision {revision} in {repo_id}")
+    except errors.RemoteEntryNotFoundError:
+        return Location("nowhere", f"{repo_id} is not a saved vaezoo model")
+    except Exception as exc:  # no network, timeouts, HTTP errors: the Hub cannot give it now
+        return Location("nowhere", f"Hub unreachable ({type(exc).__name__})")
+    return Location("Hub", f"{repo_id}@{revision}")
+
+
+def locate_all(names: list[str], *, check_hub: bool = True) -> dict[str, Location]:
+    """:func:`locate` for many names, the Hub requests in parallel (the wait is one timeout, not one per name)."""
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(names)))) as pool:
+        found = pool.map(lambda n: locate(n, check_hub=check_hub), names)
+        return dict(zip(names, found, strict=True))
