@@ -20,6 +20,8 @@ def _offline_hub(tmp_path_factory, monkeypatch):
     hf_home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setenv("VAEZOO_HOME", str(tmp_path_factory.mktemp("vaezoo_home")))  # the model store, too
+    monkeypatch.delenv("VAEZOO_PROGRESS", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)

@@ -6,6 +6,7 @@ it is applied to) and ``# expect: TEXT`` (what the one-line error must say).
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def _header(path: Path) -> dict:
             key, value = line[2:].split(":", 1)
             fields[key.strip()] = value.strip()
     return fields
+
+
+def snapshot(folder: Path) -> dict[str, str | None]:
+    """Every file and folder under ``folder`` with the sha256 of each file's content (None for a folder): equal
+    snapshots mean nothing was added, removed or rewritten with other content."""
+    return {
+        str(p.relative_to(folder)): None if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def _assert_one_line_error(capsys, code, expected):
@@ -62,6 +72,7 @@ def test_bad_recipe(overlay, tmp_path, capsys):
 def test_bad_command_line(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _assert_one_line_error(capsys, main(argv), expected)
+    assert snapshot(tmp_path) == {}  # nothing written where the command ran
 
 
 class _Exploit:
@@ -96,13 +107,13 @@ def test_damaged_checkpoint_on_resume(trained_run, damage, capsys, tmp_path, mon
         "empty": b"",
     }[damage]
     ckpt.write_bytes(damaged)
-    before = sorted(p.name for p in run_dir.rglob("*"))
+    before = snapshot(run_dir)
     capsys.readouterr()
     code = main(["fit", str(REPO_ROOT / "recipes" / "vae_mnist.yaml"), *args[:-2], "--run_dir", str(run_dir),
                  "--trainer.max_steps", "4", "--resume", "true"])  # fmt: skip
     _assert_one_line_error(capsys, code, "cannot read checkpoint")
     assert not (tmp_path / "pwned.txt").exists()
-    assert sorted(p.name for p in run_dir.rglob("*")) == before
+    assert snapshot(run_dir) == before  # config.yaml, metrics, checkpoints: same files, same bytes
     assert ckpt.read_bytes() == damaged  # the user's file is left as it was
 
 
@@ -110,7 +121,9 @@ def test_malicious_official_checkpoint_is_refused(tmp_path, capsys, monkeypatch)
     monkeypatch.chdir(tmp_path)
     evil = tmp_path / "checkpoint.pt"
     torch.save({"state_dict": {}, "args": _Exploit()}, evil)
+    before = snapshot(tmp_path)
     code = main(["convert", "nvlabs", str(evil), str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert code == 2 and captured.err.count("\n") == 1, captured.err
     assert not (tmp_path / "pwned.txt").exists() and not (tmp_path / "out").exists()
+    assert snapshot(tmp_path) == before  # the checkpoint is untouched and nothing else appeared

@@ -88,7 +88,8 @@ def test_python_api_reconstruct_interpolate(run_dir):
         latents = model.encode(x)
         ends = model.decode(latents)
     assert frames.shape == (5, 1, 28, 28)
-    torch.testing.assert_close(frames[0], ends[0]) and torch.testing.assert_close(frames[-1], ends[1])
+    torch.testing.assert_close(frames[0], ends[0])
+    torch.testing.assert_close(frames[-1], ends[1])
     assert float(frames.min()) >= 0 and float(frames.max()) <= 1
 
 

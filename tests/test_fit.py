@@ -39,6 +39,11 @@ def test_fit_fills_run_directory(tmp_path, capsys):
     assert steps == [10, 12]  # kept the last two
     assert (run_dir / "samples.png").stat().st_size > 0 and (run_dir / "reconstructions.png").stat().st_size > 0
     assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "model" / "config.json").is_file()
+    from PIL import Image
+
+    with Image.open(run_dir / "curves.png") as curves:  # the end of fit plots the training curves
+        assert curves.format == "PNG" and min(curves.size) > 100
+    assert "training curves:" in out and "KL per latent group" in out
     results = json.loads((run_dir / "results.json").read_text())
     assert results["unit"] == "nats" and results["k"] == 5 and results["num_examples"] == 500
     assert results["iw_nll_nats"] <= -results["elbo_nats"] + 1.0  # the IW bound is (nearly) tighter than the ELBO

@@ -15,6 +15,7 @@ from jsonargparse import ArgumentParser
 
 from . import commands
 from ._version import __version__
+from .commands._yaml_limits import check_argv
 from .config import describe_parse_error, register_recipe_mode
 from .errors import VaezooError
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         modules = command_modules()
         parser = build_parser(modules)
         argv = _normalise_argv(argv, modules)
+        check_argv(argv)  # undecodable, too deep or alias-bombed YAML: one line, before jsonargparse reads it
         _OneLineParser.argv = argv
         cfg = parser.parse_args(argv)
         name = cfg.command

@@ -49,3 +49,14 @@ def all_fixture_dirs() -> tuple[list[Path], list[str]]:
     extra, extra_problems = extra_fixture_dirs()
     known = {p.resolve() for p in bundled}
     return bundled + [p for p in extra if p.resolve() not in known], problems + extra_problems
+
+
+def compiled_kernel_expected() -> bool:
+    """Whether this machine can build the compiled depthwise weight gradient: a C++ compiler on the PATH and a
+    Python that torch's compiler supports. Where it can, the tests that compare the compiled path with the native one
+    fail unless the compiled kernel really ran (its fallback is silent after one warning)."""
+    import shutil
+
+    import torch._dynamo
+
+    return bool(shutil.which("g++") or shutil.which("c++")) and torch._dynamo.is_dynamo_supported()

@@ -17,6 +17,8 @@ from vaezoo.components.latents import NormalPosterior
 from vaezoo.distributions import SoftClampedNormal
 from vaezoo.nn import MaskedWeightNormConv2d, WeightNormConv2d, channel_mask
 
+from .conftest import compiled_kernel_expected
+
 
 def test_weight_norm_starts_near_the_raw_weight():
     conv = WeightNormConv2d(3, 5, 3)
@@ -223,9 +225,16 @@ def test_depthwise_conv_with_the_compiled_weight_gradient_matches_torch(channels
         out.backward(grad)
         return [out.detach(), x.grad, conv.weight.grad, conv.log_weight_norm.grad, conv.bias.grad]
 
+    from vaezoo.nn import kernels
+
+    before = dict(kernels.kernel_calls)
     native, compiled = run("native"), run("compiled")
     for a, b in zip(native, compiled, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    if compiled_kernel_expected():  # else "compiled" silently ran the native kernel: native against native
+        assert kernels.compiled_depthwise_available()
+        assert kernels.kernel_calls["compiled"] == before["compiled"] + 1, kernels.kernel_calls
+        assert kernels.kernel_calls["native"] == before["native"], "the compiled mode fell back to the native kernel"
 
 
 def test_depthwise_weight_gradient_falls_back_to_torch_without_a_compiler(monkeypatch):

@@ -11,6 +11,8 @@ from vaezoo_datasets import RandomImages
 import vaezoo
 from vaezoo.evaluation.metrics import active_units
 
+from .conftest import compiled_kernel_expected
+
 
 @pytest.fixture
 def model():
@@ -86,6 +88,7 @@ def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
     calls = []
     original = layers.depthwise_weight_grad
     monkeypatch.setattr(layers, "depthwise_weight_grad", lambda *args: calls.append(1) or original(*args))
+    before = dict(layers.kernel_calls)
     x = torch.rand(4, 1, 8, 8).round()
     results = []
     for levers in ({}, {"channels_last": True, "depthwise_weight_grad": "compiled"}):
@@ -101,6 +104,9 @@ def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
             trainer.train_step([x], step)
         results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     assert len(calls) > 0  # the decoder cells' and flows' depthwise convs took the compiled path
+    if compiled_kernel_expected():  # where a compiler works, the compiled kernel computed every one of them
+        assert layers.kernel_calls["compiled"] - before["compiled"] == len(calls), layers.kernel_calls
+        assert layers.kernel_calls["native"] == before["native"], "the compiled mode fell back to the native kernel"
     for name, value in results[0].items():
         torch.testing.assert_close(results[1][name], value, rtol=1e-4, atol=1e-5, msg=name)
 

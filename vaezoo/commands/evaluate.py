@@ -45,23 +45,34 @@ def run(cfg) -> int:
 
     if cfg.k < 0:
         raise VaezooError(f"--k must be 0 or more, got {cfg.k}")
+    if cfg.batch_size < 1:
+        raise VaezooError(f"--batch_size must be positive, got {cfg.batch_size}")
+    if cfg.max_batch is not None and cfg.max_batch < 1:
+        raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
     model, data_spec = open_model(cfg.model, cfg.device)
     data = build_data(data_spec, cfg.data)
     dataset = data.test_dataset()
-    if cfg.max_batch is not None and cfg.max_batch < 1:
-        raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if model.device.type == "cpu":
         keep_freed_memory()  # k passes over large batches: reuse freed blocks instead of faulting them back in
+    # a model whose log p is costly (e.g. an ODE per importance sample) says how far k is worth going, and why
+    notes, k = model.evaluation_protocol(), cfg.k
+    capped = notes.get("max_k") is not None and k > notes["max_k"]
+    if capped:
+        k = notes["max_k"]
     started = time.perf_counter()
-    result = evaluate(model, dataset, k=cfg.k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
+    result = evaluate(model, dataset, k=k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
     seconds = time.perf_counter() - started
     bits = getattr(model.likelihood, "num_bits", None)
     depth = f"{bits}-bit data; " if bits else ""
     rows = cfg.max_batch or default_max_batch(model.device)
-    protocol = f"{data.describe()}; {depth}k={cfg.k} importance samples, batched ({rows} rows per forward pass)"
+    protocol = f"{data.describe()}; {depth}k={k} importance samples, batched ({rows} rows per forward pass)"
+    if notes.get("log_p"):
+        protocol += f"; {notes['log_p']}"
     console = Console(soft_wrap=True)
+    if capped:
+        console.print(f"[yellow]note[/]: --k {cfg.k} lowered to {k} for this model: {notes.get('why', '')}")
     console.print(f"[bold]{cfg.model}[/]: {result.describe()}")
     console.print(f"protocol: {protocol}; {seconds:.1f} s")
     if cfg.out:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..config import namespace_to_dict
 from ..errors import VaezooError
+from ..plots import plot_run
 from ..training import Trainer
-from ..training.checkpoint import list_checkpoints
-from ._recipe import add_recipe_arguments, check_registered, instantiate_recipe
+from ..training.checkpoint import list_checkpoints, load_checkpoint
+from ._recipe import add_recipe_arguments, check_registered, check_trainer_values, instantiate_recipe
 
 NAME = "fit"
 HELP = "Train a model from a recipe."
@@ -44,6 +45,7 @@ def run(cfg) -> int:
     if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):
         raise VaezooError(f"run directory {run_dir} already has checkpoints; pass --resume true or another --run_dir")
     trainer_args = namespace_to_dict(cfg.trainer)
+    check_trainer_values(trainer_args)
     ctx, device = init_from_environment(trainer_args.get("device", "auto"))
     try:
         torch.manual_seed(cfg.seed)  # weight initialisation is part of the run's seeded randomness
@@ -53,6 +55,8 @@ def run(cfg) -> int:
         console = Console(soft_wrap=True, quiet=not ctx.is_main)
 
         trainer.check(model, data)
+        if cfg.resume:  # a missing or damaged checkpoint is refused before config.yaml is rewritten
+            _check_resumable(run_dir)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_text(run_dir / "config.yaml", _parser.dump(cfg))
@@ -86,12 +90,22 @@ def run(cfg) -> int:
         }
         _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
         _save_model(model, run_dir / "model")
+        curves = plot_run(run_dir)  # the training curves, to look at as well as to read
         console.print(
             f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)"
         )
+        console.print(f"training curves: {curves.path} ({', '.join(curves.panels)})")
         return 0
     finally:
         shutdown()
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """The last checkpoint of ``run_dir`` reads (the trainer restores it later; this only validates it)."""
+    found = list_checkpoints(run_dir / "checkpoints")
+    if not found:
+        raise VaezooError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    load_checkpoint(found[-1][1])
 
 
 def _recipe_name(cfg) -> str:

@@ -28,6 +28,9 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--readjust_batch", type=int, default=16)
     parser.add_argument("--mean", type=bool, default=True, help="save the likelihood mean (false: a sample of it)")
+    parser.add_argument(
+        "--sampler", type=str | None, default=None, help="a prior sampler the model offers (default: its own)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", type=str, default="cpu")
     parser.add_argument("--out", type=str, default="samples.png")
@@ -39,22 +42,42 @@ def run(cfg) -> int:
     if cfg.n < 1:
         raise VaezooError(f"--n must be positive, got {cfg.n}")
     temperature = cfg.temperature
-    if isinstance(temperature, list) and not temperature or any(t <= 0 for t in _as_list(temperature)):
-        raise VaezooError(f"--temperature must be positive, got {temperature}")
+    if isinstance(temperature, list) and not temperature or any(not 0 < t < math.inf for t in _as_list(temperature)):
+        raise VaezooError(f"--temperature must be positive and finite, got {temperature}")
     out = Path(cfg.out)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise VaezooError(f"--out must be a .png or .jpg file, got {cfg.out}")
+    if cfg.readjust_bn < 0 or cfg.readjust_bn and cfg.readjust_batch < 1:
+        raise VaezooError(
+            f"--readjust_bn must be 0 or more and --readjust_batch positive, got {cfg.readjust_bn} and {cfg.readjust_batch}"
+        )
     model, _ = open_model(cfg.model, cfg.device)
+    if isinstance(temperature, list):  # the model would raise a ValueError deep inside sampling
+        groups = len(model.latent_shapes(1))
+        if len(temperature) != groups:
+            raise VaezooError(
+                f"--temperature: {len(temperature)} values for {groups} latent groups (give one, or one per group)"
+            )
     torch.manual_seed(cfg.seed)
     if cfg.readjust_bn:
         readjust_batchnorm(model, cfg.readjust_bn, cfg.readjust_batch, temperature)
+    samplers = model.samplers()
+    if cfg.sampler is not None and cfg.sampler not in samplers:
+        known = ", ".join(samplers) or "none (it samples its priors directly)"
+        raise VaezooError(f"--sampler {cfg.sampler!r}: this model's samplers are {known}")
     with torch.no_grad():
-        images = model.sample(cfg.n, temperature=temperature, mean=cfg.mean)
+        if cfg.sampler is None:
+            images = model.sample(cfg.n, temperature=temperature, mean=cfg.mean)
+        else:  # the model's sample_params takes the sampler; mean/sample of the likelihood as in sample()
+            params = model.sample_params(cfg.n, temperature, sampler=cfg.sampler)
+            images = model.likelihood.mean(params) if cfg.mean else model.likelihood.sample(params)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     save_image(images.float().cpu(), tmp, nrow=max(1, int(math.sqrt(cfg.n))))
     tmp.replace(out)
-    print(f"wrote {cfg.n} samples at temperature {temperature} to {out}")
+    report = model.sample_report()  # e.g. the sampler and its number of function evaluations
+    details = "".join(f", {key.replace('_', ' ')} {value}" for key, value in report.items())
+    print(f"wrote {cfg.n} samples at temperature {temperature} to {out}{details}")
     return 0
 
 

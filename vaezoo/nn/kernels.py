@@ -30,6 +30,10 @@ def _depthwise_weight_grad_taps(grad_output: Tensor, x: Tensor, kernel_size: int
 
 _compiled_taps = None  # built on first use; False once compilation failed on this machine
 
+#: how many weight gradients each kernel has computed in this process: the fallback is silent after its one
+#: warning, so tests read this to prove that the compiled path really ran
+kernel_calls = {"compiled": 0, "native": 0}
+
 
 def depthwise_weight_grad(grad_output: Tensor, x: Tensor, kernel_size: int, padding: int) -> Tensor:
     """:func:`_depthwise_weight_grad_taps` compiled (one kernel per memory format and kernel size, dynamic in the
@@ -41,18 +45,31 @@ def depthwise_weight_grad(grad_output: Tensor, x: Tensor, kernel_size: int, padd
         _compiled_taps = torch.compile(_depthwise_weight_grad_taps, dynamic=True)
     if _compiled_taps is not False:
         try:
-            return _compiled_taps(grad_output, x, kernel_size, padding)
+            grad_weight = _compiled_taps(grad_output, x, kernel_size, padding)
+            kernel_calls["compiled"] += 1
+            return grad_weight
         except Exception as exc:  # no C++ compiler, unsupported platform, ...
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             warnings.warn(
                 f"compiled depthwise weight gradient unavailable ({first_line}); using the native kernel", stacklevel=2
             )
             _compiled_taps = False
+    kernel_calls["native"] += 1
     channels = x.shape[1]
     weight = torch.empty(channels, 1, kernel_size, kernel_size, dtype=x.dtype, device=x.device)
     return torch.ops.aten.convolution_backward(
         grad_output, x, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], channels, [False, True, False]
     )[1]
+
+
+def compiled_depthwise_available() -> bool:
+    """Whether the compiled kernel works on this machine (compiles it on a tiny input when not yet tried)."""
+    if _compiled_taps is None:
+        x = torch.zeros(1, 1, 3, 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            depthwise_weight_grad(x, x, 3, 1)
+    return _compiled_taps is not False
 
 
 class DepthwiseConv2dFunction(torch.autograd.Function):

@@ -121,6 +121,18 @@ def all_gather_tensors(tensor: Tensor, ctx: DistributedContext) -> list[Tensor]:
     return out
 
 
+def broadcast_buffers(module: nn.Module, ctx: DistributedContext) -> None:
+    """Give every rank rank 0's buffers of ``module`` in place, as DDP does for the model's before each forward.
+
+    For the objective: state it draws at random on first use (the spectral regulariser's power-iteration vectors,
+    drawn from each rank's own RNG stream) would otherwise differ across ranks, while a checkpoint holds rank 0's
+    alone, so a resumed multi-process run would not continue the uninterrupted one.
+    """
+    if ctx.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(ctx: DistributedContext) -> None:
     if ctx.enabled:
         dist.barrier()
