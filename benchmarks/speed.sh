@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README performance table: each lever on and off, 2 threads, batch 8 (the official timings' setup: fp32).
 # Levers: keep_freed_memory (glibc keeps freed blocks), channels_last, depthwise_weight_grad=compiled,
-# precision=bf16 (autocast), gradient_checkpointing (cells recomputed in the backward pass).
+# precision=bf16 (autocast), gradient_checkpointing (cells recomputed in the backward pass), bn_swish (fused BatchNorm-Swish;
+# recompute: it keeps only its input for the backward pass).
 set -euo pipefail
 out=${1:-runs/speed}
 mkdir -p "$out"
@@ -21,6 +22,8 @@ run paper_3_fast $paper $common --bench.repeats 3 --bench.warmup 1 $fast
 run paper_4_fast_bf16 $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.precision bf16
 run paper_5_fast_checkpointing $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.gradient_checkpointing true
 run paper_6_fast_bf16_checkpointing $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.precision bf16 --trainer.gradient_checkpointing true
+run paper_7_fast_bn_swish_fused $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.bn_swish fused
+run paper_8_fast_bn_swish_recompute $paper $common --bench.repeats 3 --bench.warmup 1 $fast --trainer.bn_swish recompute
 python - "$out" <<'PY'
 import json, pathlib, sys
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):

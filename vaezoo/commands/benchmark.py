@@ -3,7 +3,8 @@
 Training-step throughput (images/s), peak memory, sampling and IW-NLL throughput of a recipe at a
 given batch size: the median of repeated runs after warm-up, written as JSON. Every speed switch of
 the trainer (precision, channels_last, compile_cells, gradient_checkpointing, adamax_foreach) is a
-recipe key, so ``--trainer.channels_last true`` measures that lever.
+recipe key (``bn_swish`` too), so ``--trainer.channels_last true`` measures that lever; the JSON carries the machine
+line (:func:`vaezoo.hardware.cpu_info`) and whether bf16 would be emulated on this CPU.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def run(cfg) -> int:
     from rich.table import Table
 
     from ..benchmarking import benchmark_phase
+    from ..hardware import bf16_warning, cpu_info
 
     bench = cfg.bench
     unknown = [p for p in bench.phases if p not in PHASES]
@@ -84,6 +86,8 @@ def run(cfg) -> int:
         "model_parameters": _count_parameters(cfg),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        "machine": cpu_info(),
+        "emulated_bf16": bf16_warning(trainer_cfg.get("precision", "fp32"), torch.device("cpu")) is not None,
         "device": trainer_cfg.get("device"),
         "levers": {
             k: trainer_cfg.get(k)
@@ -95,6 +99,7 @@ def run(cfg) -> int:
                 "adamax_foreach",
                 "depthwise_weight_grad",
                 "keep_freed_memory",
+                "bn_swish",
             )
         },
         **results,

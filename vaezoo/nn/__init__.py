@@ -9,13 +9,15 @@ from .activations import ELU, Swish, elu, soft_clamp, swish
 from .blocks import BNSwishConv, ELUConv, FactorizedReduce, SqueezeExcitation, UpsampleSkip, skip_connection
 from .conv import MaskedWeightNormConv2d, WeightNormConv2d, autoregressive_mask, channel_mask, weight_normalize
 from .kernels import depthwise_weight_grad
-from .norm import BN_EPS, BN_MOMENTUM, BatchNormSwish, batch_norm
+from .norm import BN_EPS, BN_MOMENTUM, BN_SWISH_MODES, BatchNormSwish, BatchNormSwishFunction, batch_norm
 
 __all__ = [
     "BN_EPS",
     "BN_MOMENTUM",
+    "BN_SWISH_MODES",
     "BNSwishConv",
     "BatchNormSwish",
+    "BatchNormSwishFunction",
     "ELU",
     "ELUConv",
     "FactorizedReduce",

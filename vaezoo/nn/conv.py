@@ -9,6 +9,7 @@ from __future__ import annotations
 import weakref
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernels import DepthwiseConv2dFunction
@@ -102,7 +103,32 @@ class WeightNormConv2d(nn.Conv2d):
             self._applied = (weight if autocast else weakref.ref(weight), self._cache_key())
         if self.depthwise_weight_grad == "compiled" and self._fast_depthwise(x):
             return DepthwiseConv2dFunction.apply(x, weight, self.bias, self.padding[0])
+        if self._pointwise_gemm(x):
+            # A 1x1 conv of a channels_last (NHWC) tensor is one matrix product over the pixels. On CPUs torch sends
+            # 1x1 convs of small batches to its slow im2col path when it runs one thread; the GEMM is fast at any
+            # thread count, forward and backward, and its output is channels_last again.
+            n, _, h, w = x.shape
+            rows = x.permute(0, 2, 3, 1).reshape(n * h * w, -1)
+            out = F.linear(rows, weight.reshape(weight.shape[0], -1), self.bias)
+            return out.view(n, h, w, -1).permute(0, 3, 1, 2)
         return self._conv_forward(x, weight, self.bias)
+
+    def _pointwise_gemm(self, x: Tensor) -> bool:
+        # only where the recipe asked for channels_last: with the default (NCHW) layout nothing changes, bit for bit
+        return (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and self.kernel_size == (1, 1)
+            and self.stride == (1, 1)
+            and self.padding == (0, 0)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and x.shape[1] > 1
+            and x.shape[2] * x.shape[3] > 1
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.compiler.is_compiling()
+        )
 
     def _fast_depthwise(self, x: Tensor) -> bool:
         k = self.kernel_size[0]

@@ -1,7 +1,7 @@
 """Applying a recipe's speed switches to a model.
 
 The switches change speed and memory, never results (up to float rounding). Those that depend on the model's layers
-(cell compilation, the depthwise weight gradient, gradient checkpointing) are declared by the model itself through
+(cell compilation, the depthwise weight gradient, fused BatchNorm-Swish, gradient checkpointing) are declared by the model itself through
 :class:`~vaezoo.interfaces.GenerativeModel`'s methods, which raise ``NotImplementedError`` when it has no support:
 here that becomes a one-line :class:`~vaezoo.errors.VaezooError` naming the recipe key, raised before training starts.
 ``channels_last`` and ``keep_freed_memory`` work on any model.
@@ -25,6 +25,7 @@ def apply_speed_switches(
     depthwise_weight_grad: str = "native",
     keep_freed_memory: bool = True,
     gradient_checkpointing: bool = False,
+    bn_swish: str = "native",
 ) -> None:
     """Turn on the switches the recipe asks for, on a model already moved to ``device``."""
     name = type(model).__name__
@@ -40,6 +41,11 @@ def apply_speed_switches(
             model.set_depthwise_weight_grad(depthwise_weight_grad)
         except NotImplementedError:
             raise VaezooError(f"trainer.depthwise_weight_grad: {name} has no layer that supports it") from None
+    if bn_swish != "native":  # "native" is every layer's default, as for the depthwise weight gradient
+        try:
+            model.set_bn_swish(bn_swish)
+        except NotImplementedError:
+            raise VaezooError(f"trainer.bn_swish: {name} has no BatchNorm-Swish layer") from None
     if keep_freed_memory and device.type == "cpu":
         _keep_freed_memory()
     if gradient_checkpointing:

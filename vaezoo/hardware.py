@@ -1,0 +1,116 @@
+"""What the CPU can do: its model, its vector extensions, and whether it computes bfloat16 natively.
+
+On an x86 CPU without ``avx512_bf16`` or ``amx_bf16``, oneDNN emulates bfloat16 with fp32 conversions around
+every kernel, so ``precision: bf16`` trains several times slower than fp32 there; the trainer warns about it once
+(:func:`bf16_warning`) and the benchmarks record it (:func:`cpu_info`). Only Linux's ``/proc/cpuinfo`` is read; on
+other systems the flags are unknown and nothing is claimed.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+import torch
+
+#: the flags that decide CPU speed for this library's kernels, in the order they are reported
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile", "amx_bf16")
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, frozenset[str] | None]:
+    """(model name, flags of the first processor); flags ``None`` where they cannot be read."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), None
+    model, flags = platform.machine(), None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == platform.machine():
+            model = value.strip()
+        elif key in ("flags", "Features") and flags is None:  # "Features" on ARM
+            flags = frozenset(value.split())
+        if flags is not None and model != platform.machine():
+            break
+    return model, flags
+
+
+def cpu_flags() -> frozenset[str] | None:
+    return _cpuinfo()[1]
+
+
+def native_bf16() -> bool | None:
+    """Whether the CPU has bfloat16 arithmetic instructions (``None``: unknown, e.g. not Linux)."""
+    flags = cpu_flags()
+    if flags is None:
+        return None
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return "bf16" in flags
+    return any(flag in flags for flag in _NATIVE_BF16_FLAGS)
+
+
+def vector_extensions() -> list[str]:
+    flags = cpu_flags() or frozenset()
+    return [flag for flag in VECTOR_FLAGS if flag in flags]
+
+
+def cpu_info() -> dict:
+    """The machine line of a benchmark: CPU model, vector extensions, native bf16, torch version and threads."""
+    model, flags = _cpuinfo()
+    return {
+        "cpu_model": model,
+        "vector_extensions": vector_extensions(),
+        "native_bf16": native_bf16(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch dispatches to
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "flags_known": flags is not None,
+    }
+
+
+def machine_line(info: dict | None = None) -> str:
+    """One line for the head of a table: ``CPU model; AVX2 AVX512F ...; native bf16: no; torch X; N threads``."""
+    info = info or cpu_info()
+    native = {True: "yes", False: "no", None: "unknown"}[info["native_bf16"]]
+    extensions = " ".join(flag.upper() for flag in info["vector_extensions"]) or "none known"
+    return (
+        f"{info['cpu_model']}; {extensions}; native bf16: {native}; "
+        f"torch {info['torch_version']}; {info['torch_threads']} threads"
+    )
+
+
+def bf16_warning(precision: str, device: torch.device) -> str | None:
+    """The one-line warning for ``precision: bf16`` on a CPU that would emulate it, else ``None``."""
+    if precision != "bf16" or device.type != "cpu" or native_bf16() is not False:
+        return None
+    return (
+        f"precision bf16 on a CPU without native bfloat16 ({_cpuinfo()[0]}: no avx512_bf16/amx_bf16): it is emulated "
+        "and slower than fp32; use --trainer.precision fp32"
+    )
+
+
+def default_cpu_precision() -> str:
+    """The faster training precision on this CPU: bf16 only with AMX tiles (``amx_bf16``), else fp32.
+
+    ``avx512_bf16`` alone is not enough: it speeds up dot products, but oneDNN's bf16 depthwise and BatchNorm paths
+    convert to fp32 around every kernel: on an AVX-512 + AVX512_BF16 Xeon without AMX the ``cifar_small`` step took
+    0.7 s in bf16 against 0.2-0.35 s in fp32 (benchmarks/compare_official.py, one shared 2-core machine)."""
+    flags = cpu_flags() or frozenset()
+    return "bf16" if "amx_bf16" in flags else "fp32"
+
+
+def warn_emulated_bf16(precision: str, device: torch.device, console=None) -> str | None:
+    """Print :func:`bf16_warning` as one line (on the rich ``console`` when given, else stderr); returns it."""
+    message = bf16_warning(precision, device)
+    if message is not None:
+        if console is not None:
+            console.print(f"[yellow]warning[/]: {message}", soft_wrap=True, highlight=False)
+        else:
+            import sys
+
+            print(f"warning: {message}", file=sys.stderr)
+    return message
