@@ -24,6 +24,8 @@ LAYERS = [
     ("vaezoo.errors", 0),
     ("vaezoo.hookspecs", 0),
     ("vaezoo.registry", 0),
+    ("vaezoo.progress", 0),  # rich progress bars for long operations (imports only rich)
+    ("vaezoo.hardware", 0),  # CPU model and vector extensions, the bf16 warning (imports only torch)
     ("vaezoo.nn", 1),
     ("vaezoo.interfaces", 2),
     ("vaezoo.distributions", 3),
@@ -34,6 +36,7 @@ LAYERS = [
     ("vaezoo.components", 6),
     ("vaezoo.data", 6),
     ("vaezoo.evaluation", 6),
+    ("vaezoo.plots", 6),  # training curves of a run (fit calls it at its end)
     ("vaezoo.training", 7),
     ("vaezoo.benchmarking", 7),
     ("vaezoo.commands", 8),

@@ -112,6 +112,57 @@ class Prior(nn.Module, Component):
         """``latent_shape`` is ``[B, C, H, W]`` of the group's latent."""
 
 
+class JointPrior(nn.Module, Component):
+    """p(eps) over several latent groups at once: the top scale's, in the standardised noise of their own priors.
+
+    The assembler (:class:`vaezoo.models.HierarchicalVAE` with ``joint_prior``) concatenates, along channels, the
+    groups' ``eps_g = (z_g - mu_g) / sigma_g`` under each group's own prior (``[B, channels, H, W]``, top group
+    first), so that ``log p(z) = log p(eps) - sum log sigma``; to sample, it draws ``eps`` here and passes each
+    slice as the noise of its group's own prior. ``channels`` is the total over the groups.
+    """
+
+    kind = "joint_prior"
+    #: whether :meth:`training_log_prob` is a per-sample value that may enter an importance-weighted logsumexp
+    #: (False for estimates that are right only in expectation, such as denoising score matching)
+    exact_in_training: ClassVar[bool] = True
+    #: the samplers :meth:`sample` accepts beyond the default (name -> description), for ``vaezoo sample``
+    samplers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        #: what the last :meth:`sample` reports (e.g. the number of function evaluations of an ODE solve)
+        self.last_sample_info: dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def log_prob(self, noise: Tensor) -> Tensor:
+        """log p(noise) per example, ``[B]``: the value evaluation reports (see :meth:`evaluation_protocol`)."""
+
+    def training_log_prob(self, noise: Tensor) -> Tensor:
+        """What the model's forward uses in training mode (gradients reach ``noise``); :meth:`log_prob` unless
+        a cheaper estimate exists (then set :attr:`exact_in_training` to False when it is right only in
+        expectation)."""
+        return self.log_prob(noise)
+
+    @abc.abstractmethod
+    def sample(
+        self, shape: Sequence[int], temperature: float = 1.0, noise: Tensor | None = None, sampler: str | None = None
+    ) -> Tensor:
+        """Standardised noise of shape ``shape``, from the joint prior's own input ``noise`` (standard normal,
+        drawn when None) so that draws are reproducible."""
+
+    def loss(self, noise: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """The prior's own training loss on given (detached) noise and its metrics; by default the negative
+        mean of :meth:`training_log_prob`."""
+        nll = -self.training_log_prob(noise).mean()
+        return nll, {"prior_nll": nll.detach()}
+
+    def evaluation_protocol(self) -> dict[str, Any]:
+        """How evaluation should use :meth:`log_prob`: ``{"log_p": description, "max_k": int or None,
+        "why": reason for max_k}``; empty when importance sampling with any k is fine."""
+        return {}
+
+
 class Posterior(nn.Module, Component):
     """q(z_i | x, z_<i) for one latent group, from encoder features and (optionally) the prior."""
 
@@ -131,6 +182,20 @@ class Flow(nn.Module, Component):
 
     @abc.abstractmethod
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
+
+
+class Denoiser(nn.Module, Component):
+    """A time-conditioned network on latents for diffusion or score-based priors: ``(z_t [B, C, H, W], t [B])``
+    to a tensor shaped like ``z_t`` (what it predicts, e.g. the noise, is the prior's convention)."""
+
+    kind = "denoiser"
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    @abc.abstractmethod
+    def forward(self, z: Tensor, t: Tensor) -> Tensor: ...
 
 
 class Likelihood(nn.Module, Component):
@@ -232,6 +297,20 @@ class GenerativeModel(nn.Module, Component):
         """Shapes of the noise tensors, top group first."""
         raise NotImplementedError
 
+    # -- generic hooks the commands read: a model with a special prior says how to evaluate and sample it ------
+    def evaluation_protocol(self) -> dict[str, Any]:
+        """Notes for evaluation: ``{"log_p": how log p(z) is computed, "max_k": the most importance samples worth
+        their cost (None: any), "why": the reason}``; empty for models whose log p is a closed form."""
+        return {}
+
+    def samplers(self) -> dict[str, str]:
+        """The named prior samplers :meth:`sample` accepts (``sampler=NAME``), name -> description."""
+        return {}
+
+    def sample_report(self) -> dict[str, Any]:
+        """What the last prior sampling reports (e.g. function evaluations of an ODE solve); empty by default."""
+        return {}
+
     def encode(self, x: Tensor) -> list[Tensor]:
         """Posterior means of every latent group (top first) for images ``x`` in [0, 1]."""
         raise NotImplementedError(f"{type(self).__name__} does not implement encode")
@@ -273,12 +352,30 @@ class GenerativeModel(nn.Module, Component):
         returns the number of layers switched. Models built from :mod:`vaezoo.nn` convolutions implement it."""
         raise NotImplementedError(f"{type(self).__name__} has no layer with a choice of depthwise weight gradient")
 
+    def set_bn_swish(self, mode: str) -> int:
+        """Choose how BatchNorm-Swish layers run in training (``"native"``, ``"fused"`` or ``"recompute"``; see
+        :mod:`vaezoo.nn.norm`); returns the number of layers switched. Models built from :mod:`vaezoo.nn` blocks
+        implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no BatchNorm-Swish layer")
+
     def compile_cells(self) -> int:
         """``torch.compile`` every :class:`Cell` of the model in place (fuses their elementwise tails); returns
         how many were compiled."""
         cells = [m for m in self.modules() if isinstance(m, Cell)]
         if not cells:
             raise NotImplementedError(f"{type(self).__name__} has no cells to compile")
+        import torch._dynamo.config
+
+        # Every cell of a class runs the same ``forward`` code, and dynamo caches graphs per code object: past its
+        # recompile limit (8) every further cell of that class silently ran eagerly. Cells of one class and shape
+        # share a graph (parameters are graph inputs), so the limit needs one entry per distinct cell, times the
+        # grad-mode, train/eval and memory-format variants a run meets.
+        distinct = {(type(c), tuple(tuple(p.shape) for p in c.parameters())) for c in cells}
+        limit = 4 * len(distinct) + 8
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        torch._dynamo.config.accumulated_recompile_limit = max(
+            torch._dynamo.config.accumulated_recompile_limit, 2 * limit
+        )
         for cell in cells:
             cell.compile(dynamic=False)
         return len(cells)
@@ -329,6 +426,8 @@ class DataModule(Component):
 INTERFACES: dict[str, type] = {
     "cell": Cell,
     "prior": Prior,
+    "joint_prior": JointPrior,
+    "denoiser": Denoiser,
     "posterior": Posterior,
     "flow": Flow,
     "likelihood": Likelihood,

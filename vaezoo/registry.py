@@ -21,6 +21,8 @@ KINDS: dict[str, str] = {
     "cell": "residual building blocks of encoders and decoders",
     "posterior": "parameterisations of q(z|x) for one latent group",
     "prior": "parameterisations of p(z) for one latent group",
+    "joint_prior": "priors over the standardised noise of several latent groups at once (e.g. score-based)",
+    "denoiser": "time-conditioned networks on latents for diffusion and score-based priors",
     "flow": "invertible transforms applied to posterior samples",
     "likelihood": "output distributions p(x|z)",
     "regularizer": "extra training losses computed from the model",

@@ -2,8 +2,8 @@
 
 Everything here belongs to no single paper: the hierarchical assembler, the pre-activation residual cell, the
 weight-normalised conv cell of stems and heads, the encoder and decoder combiners, Normal priors and posteriors,
-the Bernoulli likelihood, the ELBO and gradient skipping. Paper plugins assemble their models from these and
-register only what their paper adds. This module is loaded as a plugin like any other (see
+the standard Normal joint prior, the Bernoulli likelihood, the ELBO and gradient skipping. Paper plugins assemble
+their models from these and register only what their paper adds. This module is loaded as a plugin like any other (see
 :data:`vaezoo.plugins.DEFAULT_PLUGINS`), so ``VAEZOO_BLOCK_PLUGINS=core`` blocks it too.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..hookspecs import hookimpl
 from ..models.hierarchical import HierarchicalVAE
 from .cells import DecoderCombiner, EncoderCombiner, ResidualCell, ResidualCellBase, WeightNormConvCell
-from .latents import NormalPosterior, NormalPrior, StandardNormalPrior
+from .latents import NormalPosterior, NormalPrior, StandardNormalJointPrior, StandardNormalPrior
 from .likelihoods import BernoulliLikelihood
 from .objectives import ELBO, GradientSkipping
 
@@ -27,6 +27,7 @@ __all__ = [
     "NormalPrior",
     "ResidualCell",
     "ResidualCellBase",
+    "StandardNormalJointPrior",
     "StandardNormalPrior",
     "WeightNormConvCell",
 ]
@@ -36,6 +37,7 @@ COMPONENTS: dict[str, list[type]] = {
     "model": [HierarchicalVAE],
     "cell": [ResidualCell, WeightNormConvCell, EncoderCombiner, DecoderCombiner],
     "prior": [NormalPrior, StandardNormalPrior],
+    "joint_prior": [StandardNormalJointPrior],
     "posterior": [NormalPosterior],
     "likelihood": [BernoulliLikelihood],
     "objective": [ELBO, GradientSkipping],

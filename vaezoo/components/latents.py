@@ -1,15 +1,17 @@
 """Generic priors and posteriors of one latent group: a standard Normal prior, and Normal priors and posteriors
-whose (soft-clamped) parameters are a weight-normalised conv of the decoder state or of the encoder features."""
+whose (soft-clamped) parameters are a weight-normalised conv of the decoder state or of the encoder features; and
+the standard Normal joint prior over several groups' standardised noise."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ..distributions import DiagonalNormal, SoftClampedNormal
-from ..interfaces import Example, LatentDistribution, Posterior, Prior
+from ..interfaces import Example, JointPrior, LatentDistribution, Posterior, Prior
 from ..nn import WeightNormConv2d, elu
 
 
@@ -86,3 +88,29 @@ class NormalPosterior(Posterior):
             output_shape=(2, 3, 4, 4),
             call=lambda m, i: m(i[0], prior).sample(i[1])[0],
         )
+
+
+class StandardNormalJointPrior(JointPrior):
+    """p(eps) = N(0, I) over the top scale's standardised noise: exactly the groups' own priors, as a baseline
+    and as the simplest joint prior (a model with it scores and samples like the model without)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.register_buffer("_device_hint", torch.zeros(()), persistent=False)
+
+    def log_prob(self, noise: Tensor) -> Tensor:
+        return torch.sum(-0.5 * noise * noise - 0.5 * math.log(2 * math.pi), dim=list(range(1, noise.dim())))
+
+    def sample(
+        self, shape, temperature: float = 1.0, noise: Tensor | None = None, sampler: str | None = None
+    ) -> Tensor:
+        if sampler is not None:
+            raise ValueError(f"{type(self).__name__} has no samplers, got {sampler!r}")
+        noise = torch.randn(tuple(shape), device=self._device_hint.device) if noise is None else noise
+        self.last_sample_info = {"sampler": "exact"}
+        return noise * temperature
+
+    @classmethod
+    def example(cls) -> Example:
+        noise = torch.randn(2, 4, 2, 2, requires_grad=True)
+        return Example(build=lambda: cls(4), inputs=(noise,), output_shape=(2,), call=lambda m, i: m.log_prob(i[0]))

@@ -3,7 +3,8 @@
 The running statistics of every BatchNorm are re-estimated from the model's own samples at the
 sampling temperature: the model is put in train mode and draws ``iterations`` batches of
 ``batch_size`` samples under ``no_grad`` (each BN updates its running averages with its own
-momentum), then it goes back to eval mode. Only the layers on the sampling path change.
+momentum), then it goes back to eval mode. Only the layers on the sampling path change. A progress bar shows on
+a terminal (:mod:`vaezoo.progress`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..interfaces import GenerativeModel
+from ..progress import progress_bar
 
 
 @torch.no_grad()
@@ -23,11 +25,16 @@ def readjust_batchnorm(
     batch_size: int = 16,
     temperature: float | list[float] = 1.0,
     noise: Sequence[list[Tensor]] | None = None,
+    progress=None,
 ) -> None:
-    """``noise[i]``, when given, is the noise of iteration i (one tensor per latent group, top first)."""
+    """``noise[i]``, when given, is the noise of iteration i (one tensor per latent group, top first).
+    ``progress``: a rich Progress to add the bar to (default: a new one, drawn only on a terminal)."""
     model.train()
     try:
-        for i in range(iterations):
-            model.sample_params(batch_size, temperature, noise[i] if noise is not None else None)
+        with progress_bar(progress) as bars:
+            task = bars.add_task(f"BN re-adjustment at temperature {temperature}", total=iterations)
+            for i in range(iterations):
+                model.sample_params(batch_size, temperature, noise[i] if noise is not None else None)
+                bars.advance(task)
     finally:
         model.eval()

@@ -3,18 +3,20 @@
 The k importance samples are evaluated as batched forward passes (the batch repeated k times, in
 chunks of at most ``max_batch`` rows), which gives the same estimate as k sequential passes.
 Results are in nats per example and, for bits/dim likelihoods, in bits per scored dimension.
+A progress bar (examples, then importance samples) shows on a terminal (:mod:`vaezoo.progress`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..interfaces import GenerativeModel
+from ..progress import progress_bar
 
 
 @dataclass
@@ -72,11 +74,13 @@ def evaluate(
     batch_size: int = 100,
     max_batch: int | None = None,
     seed: int = 0,
+    progress=None,
 ) -> EvaluationResult:
     """ELBO (one sample per example) and, when ``k > 0``, the k-sample importance-weighted NLL.
 
     The k samples run batched, ``max_batch`` rows per forward pass (default :func:`default_max_batch`); inputs take
-    the model's memory format (channels_last models get channels_last batches).
+    the model's memory format (channels_last models get channels_last batches). ``progress``: a rich Progress to
+    add the bars to (default: a new one, drawn only on a terminal).
     """
     was_training = model.training
     model.eval()
@@ -86,17 +90,23 @@ def evaluate(
     cpu_rng = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        # two passes with their own seeds, so that the ELBO does not depend on k
-        elbo_sum, iw_sum, count = 0.0, 0.0, 0
-        for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            out = model(x.to(device).contiguous(memory_format=memory_format))
-            elbo_sum += float((-out.nelbo).double().sum())
-            count += x.shape[0]
-        if k > 0:
-            torch.manual_seed(seed + 1)
+        with progress_bar(progress) as bars:
+            total = _length(dataset)
+            elbo_task = bars.add_task("test ELBO (examples)", total=total)
+            iw_task = bars.add_task(f"test IW-NLL, k={k} (samples)", total=total * k if total else None) if k else None
+            # two passes with their own seeds, so that the ELBO does not depend on k
+            elbo_sum, iw_sum, count = 0.0, 0.0, 0
             for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-                x = x.to(device).contiguous(memory_format=memory_format)
-                iw_sum += float(iw_log_likelihood(model, x, k, max_batch).double().sum())
+                out = model(x.to(device).contiguous(memory_format=memory_format))
+                elbo_sum += float((-out.nelbo).double().sum())
+                count += x.shape[0]
+                bars.advance(elbo_task, x.shape[0])
+            if k > 0:
+                torch.manual_seed(seed + 1)
+                for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                    x = x.to(device).contiguous(memory_format=memory_format)
+                    done = lambda n: bars.advance(iw_task, n)  # noqa: E731 - per chunk of samples
+                    iw_sum += float(iw_log_likelihood(model, x, k, max_batch, on_samples=done).double().sum())
     finally:
         torch.set_rng_state(cpu_rng)
         model.train(was_training)
@@ -117,6 +127,7 @@ def importance_samples(
     k: int,
     max_batch: int = 2000,
     noise: Sequence[list[torch.Tensor]] | None = None,
+    on_samples: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log_w, nelbo)``, both ``[k, B]``: the log importance weight ``-recon - log q + log p`` and the
     negative ELBO of each of k posterior samples of every example (in float32).
@@ -124,6 +135,7 @@ def importance_samples(
     The k samples run as batched forward passes of the batch repeated, ``max_batch // B`` samples at a time.
     The noise of sample j is drawn in order, one standard-normal tensor per latent group (or taken from
     ``noise[j]``), so the result does not depend on the chunking: it equals k sequential passes.
+    ``on_samples(n)`` is called after each pass with the number of (example, sample) pairs it scored.
     """
     b = x.shape[0]
     per_chunk = max(1, max_batch // b)
@@ -138,9 +150,13 @@ def importance_samples(
             draws = [[torch.randn(shape, device=x.device) for shape in shapes] for _ in range(n)]
         stacked = [torch.cat([draw[g] for draw in draws]) for g in range(len(shapes))]
         out = model(x.repeat(n, *([1] * (x.ndim - 1))), noise=stacked)
+        if out.extras.get("log_p_exact") is False:  # e.g. a denoising estimate: a bound in expectation only
+            raise ValueError("log p of this output is an estimate right only in expectation: evaluate in eval mode")
         log_w.append(out.log_iw.float().view(n, b))
         nelbo.append(out.nelbo.float().view(n, b))
         done += n
+        if on_samples is not None:
+            on_samples(n * b)
     return torch.cat(log_w), torch.cat(nelbo)
 
 
@@ -150,10 +166,18 @@ def iw_log_likelihood(
     k: int,
     max_batch: int = 2000,
     noise: Sequence[list[torch.Tensor]] | None = None,
+    on_samples: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """log p(x) estimated as ``logsumexp_k(log w_k) - log k`` per example (see :func:`importance_samples`)."""
-    log_w, _ = importance_samples(model, x, k, max_batch, noise)
+    log_w, _ = importance_samples(model, x, k, max_batch, noise, on_samples)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+def _length(dataset: Dataset) -> int | None:
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:  # an iterable data set: the bar counts without a total
+        return None
 
 
 @torch.no_grad()

@@ -22,7 +22,16 @@ channel counts and strides it needs:
 
 - cells and heads: ``(in_channels, out_channels, stride)``, stride 1, 2 (down) or -1 (up);
 - combiners: ``(in_channels, out_channels, stride=1, aux_channels)``, called as ``combiner(x, aux)``;
-- posteriors and priors: ``(feature_channels, latent_channels)``; flows: ``(latent_channels, context_channels)``.
+- posteriors and priors: ``(feature_channels, latent_channels)``; flows: ``(latent_channels, context_channels)``;
+- the optional joint prior: ``(channels)``, the latent channels of all the top scale's groups together.
+
+With a ``joint_prior`` (a :class:`~vaezoo.interfaces.JointPrior`), the groups of the top (lowest-resolution) scale
+keep their own priors only to standardise: the joint prior scores the concatenation of their
+``eps_g = (z_g - mu_g) / sigma_g``, ``log p(z_top) = log p_joint(eps) - sum log sigma``, and in sampling it draws
+``eps``, passed as the noise of those groups' priors (at temperature 1: the joint prior applies the temperature).
+Their rows of ``kl`` are ``log q - log p`` with the joint term shared equally between them (it does not split by
+group); ``kl_diag`` stays the per-channel KL against their own priors, the signal KL balancing needs. Without
+one, nothing of the above exists (no parameters, no extra outputs).
 """
 
 from __future__ import annotations
@@ -44,19 +53,21 @@ from ..interfaces import (
     Example,
     Flow,
     GenerativeModel,
+    JointPrior,
     LatentDistribution,
     Likelihood,
     ModelOutput,
     Posterior,
     Prior,
 )
-from ..nn import WeightNormConv2d
+from ..nn import BN_SWISH_MODES, BatchNormSwish, WeightNormConv2d
 
 CellFactory = Callable[[int, int, int], Cell]
 CombinerFactory = Callable[[int, int, int, int], Cell]
 PosteriorFactory = Callable[[int, int], Posterior]
 PriorFactory = Callable[[int, int], Prior]
 FlowFactory = Callable[[int, int], Flow]
+JointPriorFactory = Callable[[int], JointPrior]
 
 
 def expand_groups_per_scale(
@@ -135,6 +146,7 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         postprocess_cells: int = 2,
         channel_multiplier: int = 2,
         center_input: bool = True,
+        joint_prior: JointPriorFactory | None = None,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or min(image_shape) < 1:
@@ -261,6 +273,15 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
                     self.postprocess.append(postprocess_cell(dec * scale, dec * scale, 1))
         self.decoder_head = decoder_head(dec * scale, likelihood.param_channels(data_channels), 1)
 
+        # built last, so that the seeded initialisation of everything above does not depend on it
+        self.num_top_groups = self.groups_per_scale[-1]
+        self.joint_prior: JointPrior | None = None
+        if joint_prior is not None:
+            self.joint_prior = joint_prior(latent_channels * self.num_top_groups)
+            if not isinstance(self.joint_prior, JointPrior):
+                raise TypeError(f"joint_prior must build a JointPrior, got {type(self.joint_prior).__name__}")
+        self._use_joint_prior = True
+
     # -- speed switches ----------------------------------------------------------------------------
     def set_depthwise_weight_grad(self, mode: str) -> int:
         if mode not in WeightNormConv2d.DEPTHWISE_WEIGHT_GRAD_MODES:
@@ -270,6 +291,16 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
             return super().set_depthwise_weight_grad(mode)
         for layer in layers:
             layer.depthwise_weight_grad = mode
+        return len(layers)
+
+    def set_bn_swish(self, mode: str) -> int:
+        if mode not in BN_SWISH_MODES:
+            raise ValueError(f"bn_swish must be one of {BN_SWISH_MODES}")
+        layers = [m for m in self.modules() if isinstance(m, BatchNormSwish)]
+        if not layers:
+            return super().set_bn_swish(mode)
+        for layer in layers:
+            layer.mode = mode
         return len(layers)
 
     # -- shapes ----------------------------------------------------------------------------------
@@ -314,6 +345,9 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         drawn: list[Tensor] = []
         latents: list[Tensor] = []
         kl, kl_diag, log_q, log_p = [], [], None, None
+        top_groups = self.num_top_groups if self.joint_prior is not None else 0
+        joint = self.joint_prior if self._use_joint_prior else None
+        prior_noise: list[Tensor] = []
         group = 0
         for role, module in zip(self.decoder_roles, self.decoder_tower, strict=True):
             if role == "cell":
@@ -340,11 +374,21 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
             if log_det_per_sample is not None:
                 kl_group = kl_group - log_det_per_sample
                 log_q_sum = log_q_sum - log_det_per_sample
+            log_p_sum = torch.sum(log_p_group, dim=[1, 2, 3])
+            if group < top_groups:
+                prior_noise.append((z - prior.mu) / prior.sigma)
+                if joint is not None:  # the joint term -log p_joint(eps) is added once the top scale is complete
+                    log_p_sum = -torch.sum(torch.broadcast_to(torch.log(prior.sigma), z.shape), dim=[1, 2, 3])
+                    kl_group = log_q_sum - log_p_sum
             kl.append(kl_group)
             kl_diag.append(torch.mean(torch.sum(kl_per_var, dim=[2, 3]), dim=0))
             log_q = log_q_sum if log_q is None else log_q + log_q_sum
-            log_p_sum = torch.sum(log_p_group, dim=[1, 2, 3])
             log_p = log_p_sum if log_p is None else log_p + log_p_sum
+            if joint is not None and group == top_groups - 1:
+                joint_eps = torch.cat(prior_noise, dim=1)
+                log_p_joint = joint.training_log_prob(joint_eps) if self.training else joint.log_prob(joint_eps)
+                log_p = log_p + log_p_joint
+                kl = [row - log_p_joint / top_groups for row in kl]
             posteriors.append(q)
             priors.append(prior)
             drawn.append(eps)
@@ -362,6 +406,10 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
             "flow_outputs": flow_outputs,
             "latents": latents,
         }
+        if top_groups:
+            extras["prior_noise"] = prior_noise
+            # an estimate that is right only in expectation must not enter an importance-weighted logsumexp
+            extras["log_p_exact"] = joint is None or not self.training or joint.exact_in_training
         return ModelOutput(
             recon=recon, kl=torch.stack(kl), log_q=log_q, log_p=log_p, params=params, noise=drawn, extras=extras
         )
@@ -393,23 +441,68 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         return self.decode_state(state)
 
     def sample_params(
-        self, n: int, temperature: float | list[float] = 1.0, noise: list[Tensor] | None = None
+        self,
+        n: int,
+        temperature: float | list[float] = 1.0,
+        noise: list[Tensor] | None = None,
+        sampler: str | None = None,
     ) -> Tensor:
-        """Likelihood parameters of ``n`` samples; ``temperature`` is one value or one per group (top first)."""
+        """Likelihood parameters of ``n`` samples; ``temperature`` is one value or one per group (top first).
+
+        With a joint prior, ``noise`` of the top scale's groups is the joint prior's input noise, the joint prior
+        draws at the temperature of the top group, and ``sampler`` names one of :meth:`samplers`."""
         temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature] * self.num_groups
         if len(temperatures) != self.num_groups:
             raise ValueError(f"{len(temperatures)} temperatures given for {self.num_groups} latent groups")
+        if sampler is not None and sampler not in self.samplers():
+            known = ", ".join(self.samplers()) or "none: this model samples its priors directly"
+            raise ValueError(f"unknown sampler {sampler!r}; samplers: {known}")
+        joint_noise: list[Tensor] = []
+        if self.joint_prior is not None and self._use_joint_prior:
+            top, (_, _, h, w) = self.num_top_groups, self.latent_shapes(n)[0]
+            start = torch.cat(noise[:top], dim=1) if noise is not None else None
+            shape = (n, self.latent_channels * top, h, w)
+            joint_noise = list(
+                self.joint_prior.sample(shape, temperatures[0], noise=start, sampler=sampler).chunk(top, 1)
+            )
 
         def prior_sample(group: int, state: Tensor, shape: tuple[int, ...]) -> Tensor:
+            if group < len(joint_noise):  # the joint prior applied the temperature to its own noise
+                return self.priors[group](state, shape, 1.0).sample(joint_noise[group])[0]
             prior = self.priors[group](state, shape, temperatures[group])
             return prior.sample(noise[group] if noise is not None else None)[0]
 
         return self._decode(n, prior_sample)
 
+    # -- the joint prior's hooks -------------------------------------------------------------------
+    @contextmanager
+    def own_priors(self) -> Iterator[None]:
+        """Score and sample the top scale with its groups' own priors, as if there were no joint prior
+        (``extras["prior_noise"]`` still holds their standardised noise)."""
+        previous, self._use_joint_prior = self._use_joint_prior, False
+        try:
+            yield
+        finally:
+            self._use_joint_prior = previous
+
+    def evaluation_protocol(self) -> dict[str, Any]:
+        return self.joint_prior.evaluation_protocol() if self.joint_prior is not None and self._use_joint_prior else {}
+
+    def samplers(self) -> dict[str, str]:
+        return dict(self.joint_prior.samplers) if self.joint_prior is not None and self._use_joint_prior else {}
+
+    def sample_report(self) -> dict[str, Any]:
+        return dict(self.joint_prior.last_sample_info) if self.joint_prior is not None else {}
+
     def encode(self, x: Tensor) -> list[Tensor]:
         """The latents the decoder receives for ``x`` with zero noise (posterior means, after the flows)."""
         zeros = [torch.zeros(shape, device=x.device, dtype=x.dtype) for shape in self.latent_shapes(x.size(0))]
-        return self(x, noise=zeros).extras["latents"]
+        with self.own_priors():  # the latents do not depend on the prior: skip a joint prior's costly log p
+            return self(x, noise=zeros).extras["latents"]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        with self.own_priors():  # reconstructions do not depend on the prior: skip a joint prior's costly log p
+            return super().reconstruct(x)
 
     def decode(self, latents: list[Tensor]) -> Tensor:
         """Likelihood means for given latents (one tensor per group, top first)."""
@@ -423,36 +516,42 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         x = torch.rand(2, 1, 8, 8)
 
         def build() -> HierarchicalVAE:
-            return cls(
-                image_shape=[1, 8, 8],
-                likelihood=_ExampleBernoulli(),
-                stem=_ExampleConvCell,
-                preprocess_cell=_ExampleConvCell,
-                encoder_cell=_ExampleConvCell,
-                encoder_combiner=_ExampleCombiner,
-                encoder_head=_ExampleConvCell,
-                posterior=_ExamplePosterior,
-                top_prior=_ExamplePrior(0, 2),
-                prior=_ExamplePrior,
-                decoder_cell=_ExampleConvCell,
-                decoder_combiner=_ExampleCombiner,
-                postprocess_cell=_ExampleConvCell,
-                decoder_head=_ExampleConvCell,
-                encoder_channels=2,
-                decoder_channels=2,
-                latent_channels=2,
-                num_latent_scales=2,
-                groups_per_scale=2,
-                adaptive_groups=True,
-                encoder_cells_per_group=1,
-                decoder_cells_per_group=1,
-                preprocess_blocks=1,
-                preprocess_cells=1,
-                postprocess_blocks=1,
-                postprocess_cells=1,
-            )
+            return cls(**cls.example_arguments())
 
         return Example(build=build, inputs=(x,), output_shape=(2,), call=lambda m, i: m(i[0]).nelbo)
+
+    @staticmethod
+    def example_arguments() -> dict[str, Any]:
+        """The constructor arguments of the contract example (a 2-scale model on 1x8x8 images), for plugins that
+        test a part of theirs inside it (e.g. a joint prior)."""
+        return dict(
+            image_shape=[1, 8, 8],
+            likelihood=_ExampleBernoulli(),
+            stem=_ExampleConvCell,
+            preprocess_cell=_ExampleConvCell,
+            encoder_cell=_ExampleConvCell,
+            encoder_combiner=_ExampleCombiner,
+            encoder_head=_ExampleConvCell,
+            posterior=_ExamplePosterior,
+            top_prior=_ExamplePrior(0, 2),
+            prior=_ExamplePrior,
+            decoder_cell=_ExampleConvCell,
+            decoder_combiner=_ExampleCombiner,
+            postprocess_cell=_ExampleConvCell,
+            decoder_head=_ExampleConvCell,
+            encoder_channels=2,
+            decoder_channels=2,
+            latent_channels=2,
+            num_latent_scales=2,
+            groups_per_scale=2,
+            adaptive_groups=True,
+            encoder_cells_per_group=1,
+            decoder_cells_per_group=1,
+            preprocess_blocks=1,
+            preprocess_cells=1,
+            postprocess_blocks=1,
+            postprocess_cells=1,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

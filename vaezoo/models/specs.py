@@ -59,7 +59,9 @@ def _layout_defaults() -> dict[str, Any]:
     return {
         name: p.default
         for name, p in parameters.items()
-        if name not in ("self", "image_shape", *COMPONENT_SLOTS) and p.default is not inspect.Parameter.empty
+        # the optional joint prior is no layout number: a preset family's spec leaves it out unless it sets one
+        if name not in ("self", "image_shape", "joint_prior", *COMPONENT_SLOTS)
+        and p.default is not inspect.Parameter.empty
     }
 
 

@@ -7,9 +7,16 @@ from torch import nn
 
 
 class ExponentialMovingAverage:
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    """``keys``: the state entries to average (default: every floating-point one), e.g. one component's."""
+
+    def __init__(self, model: nn.Module, decay: float, keys: list[str] | None = None) -> None:
         self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        wanted = None if keys is None else set(keys)
+        self.shadow = {
+            k: v.detach().clone()
+            for k, v in model.state_dict().items()
+            if v.is_floating_point() and (wanted is None or k in wanted)
+        }
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

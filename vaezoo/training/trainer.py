@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from ..errors import VaezooError
 from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
+from ..hardware import warn_emulated_bf16
 from ..interfaces import DataModule, GenerativeModel, Objective
 from . import images
 from .checkpoint import (
@@ -40,8 +41,16 @@ from .checkpoint import (
     prune_checkpoints,
     remove_stale_temporaries,
 )
-from .distributed import DistributedContext, ModelView, all_gather_tensors, barrier, synchronise_batch_norm
+from .distributed import (
+    DistributedContext,
+    ModelView,
+    all_gather_tensors,
+    barrier,
+    broadcast_buffers,
+    synchronise_batch_norm,
+)
 from .ema import ExponentialMovingAverage
+from .optimizers import build_optimizer, check_param_groups, ema_keys
 from .reporting import (
     open_metrics,
     progress_bar,
@@ -120,6 +129,9 @@ class Trainer:
         adamax_foreach: bool | None = None,
         depthwise_weight_grad: Literal["native", "compiled"] = "native",
         keep_freed_memory: bool = True,
+        bn_swish: Literal["native", "fused", "recompute"] = "native",
+        param_groups: list[dict] | None = None,
+        init_from: str | None = None,
     ) -> None:
         if max_steps < 1:
             raise VaezooError(f"trainer.max_steps must be positive, got {max_steps}")
@@ -151,6 +163,11 @@ class Trainer:
         self.channels_last, self.compile_cells = channels_last, compile_cells
         self.gradient_checkpointing, self.adamax_foreach = gradient_checkpointing, adamax_foreach
         self.depthwise_weight_grad, self.keep_freed_memory = depthwise_weight_grad, keep_freed_memory
+        self.bn_swish = bn_swish
+        #: per-component optimiser settings (see :mod:`.optimizers`) and the saved model a run starts from
+        self.param_groups, self.init_from = check_param_groups(param_groups), init_from
+        if ema_decay is not None and any(g.get("ema_decay") for g in self.param_groups):
+            raise VaezooError("set trainer.ema_decay or a param_groups ema_decay, not both")
         self.ctx = DistributedContext()  # set by the caller for multi-process training
         self.steps_per_epoch = 1  # set by fit() from the data
 
@@ -204,6 +221,7 @@ class Trainer:
             depthwise_weight_grad=self.depthwise_weight_grad,
             keep_freed_memory=self.keep_freed_memory,
             gradient_checkpointing=self.gradient_checkpointing,
+            bn_swish=self.bn_swish,
         )
         self.global_batch = data_batch_size * ctx.world_size * self.accumulate
         self.steps_per_epoch = max(1, num_examples // self.global_batch)
@@ -221,12 +239,19 @@ class Trainer:
             )  # fmt: skip
             self.view = ModelView(ddp)
             self._ddp = ddp
-        self.optimizer = torch.optim.Adamax(
-            model.parameters(), lr=self.lr, betas=self.betas, eps=self.adamax_eps, weight_decay=self.weight_decay,
-            foreach=self.adamax_foreach,
-        )  # fmt: skip
+        if self.param_groups:
+            defaults = {"lr": self.lr, "betas": self.betas, "eps": self.adamax_eps, "weight_decay": self.weight_decay}
+            self.optimizer = build_optimizer(model, self.param_groups, defaults, foreach=self.adamax_foreach)
+        else:
+            self.optimizer = torch.optim.Adamax(
+                model.parameters(), lr=self.lr, betas=self.betas, eps=self.adamax_eps, weight_decay=self.weight_decay,
+                foreach=self.adamax_foreach,
+            )  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = ExponentialMovingAverage(model, self.ema_decay) if self.ema_decay else None
+        group_ema = ema_keys(model, self.param_groups)
+        if group_ema is not None:
+            self.ema = ExponentialMovingAverage(model, group_ema[0], keys=group_ema[1])
         self.data_generator = torch.Generator().manual_seed(seed + 1 + 7919 * ctx.rank)
         self.state = {"step": 0, "skipped_steps": 0, "rollbacks": 0, "lr_scale": 1.0}
         self.model, self.objective, self.seed = model, objective, seed
@@ -239,7 +264,7 @@ class Trainer:
         model, optimizer, scaler, ctx = self.model, self.optimizer, self.scaler, self.ctx
         lr = self.lr_at(step) * self.state["lr_scale"]
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_ratio", 1.0)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for micro, x in enumerate(micro_batches):
@@ -259,6 +284,7 @@ class Trainer:
             loss = loss.detach().clone()
             torch.distributed.all_reduce(loss)
             loss = loss / ctx.world_size
+            broadcast_buffers(self.objective, ctx)  # one objective state on every rank, the one checkpoints keep
         applied = bool(torch.isfinite(loss + grad_norm))  # the one host sync of a step
         if applied:
             scaler.step(optimizer)
@@ -286,8 +312,12 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.ckpt_dir)  # left by a crash during a checkpoint write
         self.check(model, data)
+        if self.init_from and not resume:  # a resumed run's checkpoint holds every weight already
+            init_from_saved(model, self.init_from)
         train_set = data.train_dataset()
         self.prepare(model, objective, data_batch_size=data.batch_size, num_examples=len(train_set), seed=seed)
+        if ctx.is_main:  # emulated bf16 is several times slower than fp32: say so before the first step
+            warn_emulated_bf16(self.precision, self.device, console)
 
         if resume:
             found = list_checkpoints(self.ckpt_dir)
@@ -476,3 +506,20 @@ class Trainer:
 
     def test(self, model: GenerativeModel, data: DataModule, seed: int = 0):
         return evaluate(model, data.test_dataset(), k=self.eval_k, batch_size=self.eval_batch_size, seed=seed)
+
+
+def init_from_saved(model: GenerativeModel, source: str) -> list[str]:
+    """Copy the weights of a saved model (folder, Hub repo or pretrained name) into ``model``; the model's
+    parameters the saved one lacks (a part added on top, e.g. a joint prior) keep their initialisation. Returns
+    their names; any saved weight the model has no place for, or of another shape, is an error."""
+    from ..hub import from_pretrained
+
+    saved = from_pretrained(source).state_dict()
+    own = model.state_dict()
+    unexpected = sorted(set(saved) - set(own))
+    mismatched = sorted(k for k in saved if k in own and saved[k].shape != own[k].shape)
+    if unexpected or mismatched:
+        detail = f"unexpected {unexpected[:4]}" if unexpected else f"other shapes {mismatched[:4]}"
+        raise VaezooError(f"trainer.init_from {source}: its weights do not fit the model ({detail})")
+    missing = model.load_state_dict(saved, strict=False).missing_keys
+    return list(missing)

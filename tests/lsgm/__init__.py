@@ -1,0 +1,1 @@
+"""Tests of the LSGM plugin (vaezoo_lsgm)."""

@@ -1,0 +1,128 @@
+"""A HierarchicalVAE with LSGM's score prior: identity at mixing 0, gradients kept apart, no importance weighting
+of the training estimate, saved and loaded like every model, and resumable bitwise."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+import vaezoo
+from vaezoo.evaluation.metrics import iw_log_likelihood
+
+SCORE_PRIOR = {
+    "class_path": "ScorePrior",
+    "init_args": {
+        "network": {"class_path": "LatentScoreNetwork", "init_args": {"hidden": 8, "num_blocks": 1, "embedding": 8}},
+        "ode_rtol": 1e-4,
+        "ode_atol": 1e-4,
+        "sampler_steps": 20,
+    },
+}
+
+
+def _model(**prior_args):
+    spec = copy.deepcopy(vaezoo.create("test-nvae").config)
+    joint = copy.deepcopy(SCORE_PRIOR)
+    joint["init_args"].update(prior_args)
+    spec["init_args"]["joint_prior"] = joint
+    torch.manual_seed(0)
+    return vaezoo.build(spec)
+
+
+def test_mixing_zero_gives_the_own_priors_bound_and_samples():
+    model = _model(mixing_logit_init=-math.inf).eval()
+    torch.nn.init.normal_(model.joint_prior.network.conv_out.weight)  # would change everything if mixed in
+    x = torch.rand(2, 1, 8, 8).round()
+    noise = [torch.randn(s) for s in model.latent_shapes(2)]
+    with torch.no_grad():
+        out = model(x, noise=noise)
+        with model.own_priors():
+            own = model(x, noise=noise)
+            own_sample = model.sample_params(2, noise=noise)
+        sample = model.sample_params(2, noise=noise, sampler="ode")
+    torch.testing.assert_close(out.log_p, own.log_p, rtol=0, atol=1e-3)
+    torch.testing.assert_close(out.nelbo, own.log_q - own.log_p + own.recon, rtol=0, atol=1e-3)
+    torch.testing.assert_close(sample, own_sample, rtol=0, atol=1e-3)
+    assert model.sample_report()["function_evaluations"] > 0
+    assert set(model.samplers()) == {"ode", "euler_maruyama"} and model.evaluation_protocol()["max_k"] == 10
+
+
+def test_the_training_estimate_trains_no_prior_and_is_kept_out_of_importance_weighting():
+    model = _model(mixing_logit_init=0.0).train()
+    x = torch.rand(2, 1, 8, 8).round()
+    out = model(x)
+    assert out.extras["log_p_exact"] is False
+    out.nelbo.mean().backward()
+    prior_grads = [p.grad for p in model.joint_prior.parameters()]
+    assert all(g is None for g in prior_grads)  # the VAE's term reaches the encoder and decoder only
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "posteriors" in n)
+    loss, metrics = model.joint_prior.loss(torch.cat(out.extras["prior_noise"], 1))
+    loss.backward()
+    assert all(p.grad is not None for p in model.joint_prior.parameters())
+    assert "prior_ce" in metrics
+    with pytest.raises(ValueError, match="only in expectation"):
+        iw_log_likelihood(model, x, k=2)
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(iw_log_likelihood(model, x, k=2)).all()  # the ODE value, in eval mode
+
+
+def test_saved_and_loaded_like_every_model(tmp_path):
+    model = _model(mixing_logit_init=-1.0).eval()
+    from vaezoo.hub import save_pretrained
+
+    folder = save_pretrained(model, tmp_path / "lsgm")
+    loaded = vaezoo.load(f"local-dir:{folder}")
+    assert loaded.config["init_args"]["joint_prior"]["class_path"] == "ScorePrior"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    x = torch.rand(2, 1, 8, 8).round()
+    noise = [torch.randn(s) for s in model.latent_shapes(2)]
+    torch.manual_seed(3)
+    with torch.no_grad():
+        a = model(x, noise=noise).nelbo
+    torch.manual_seed(3)
+    with torch.no_grad():
+        b = loaded(x, noise=noise).nelbo
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_prior_stage_training_resumes_bitwise(tmp_path):
+    from vaezoo_datasets.random_images import RandomImages
+    from vaezoo_lsgm import ScorePriorObjective
+
+    from vaezoo.hub import save_pretrained
+    from vaezoo.training import Trainer
+    from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
+
+    torch.manual_seed(0)
+    nvae = vaezoo.create("test-nvae")
+    base = save_pretrained(nvae, tmp_path / "nvae")
+    data = RandomImages(image_shape=[1, 8, 8], num_examples=32, batch_size=8, binary=True)
+    groups = [{"params": "joint_prior.*", "optimizer": "adam", "lr": 1e-3, "ema_decay": 0.9}]
+    # a constant learning rate: a run stopped at step 2 has the schedule of the one that goes on to 4
+    common = dict(lr=1e-3, lr_schedule="constant", checkpoint_every=2, keep_last=5, log_every=1, progress=False)
+    common.update(tensorboard=False, param_groups=groups, num_samples=4)
+
+    def run(run_dir, max_steps, resume=False):
+        model = _model()
+        trainer = Trainer(max_steps=max_steps, init_from=str(base), **common)
+        trainer.fit(model, ScorePriorObjective(stage="prior"), data, run_dir, resume=resume)
+        return model
+
+    full = run(tmp_path / "full", 4)
+    run(tmp_path / "part", 2)
+    part = run(tmp_path / "part", 4, resume=True)
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, part.state_dict()[key]), key
+    a = load_checkpoint(list_checkpoints(tmp_path / "full" / "checkpoints")[-1][1])
+    b = load_checkpoint(list_checkpoints(tmp_path / "part" / "checkpoints")[-1][1])
+    assert a["ema"].keys() == b["ema"].keys() and all(k.startswith("joint_prior.") for k in a["ema"])
+    for key, value in a["ema"].items():
+        assert torch.equal(value, b["ema"][key]), key
+    # the frozen VAE did not move: its weights are the saved model's
+    for key, value in nvae.state_dict().items():
+        assert torch.equal(value, full.state_dict()[key]), key

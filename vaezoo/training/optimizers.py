@@ -1,0 +1,109 @@
+"""Optimisers per component: the trainer's ``param_groups``.
+
+By default every parameter trains with one Adamax (NVAE's optimiser). A recipe can give some parameters, chosen by
+an fnmatch pattern on their names (``joint_prior.*``), their own optimiser (``adam`` or ``adamax``), learning
+rate, weight decay, betas, eps and an EMA of their own. Each group follows the trainer's learning-rate schedule
+(warm-up, cosine) scaled by ``lr / trainer.lr``. Groups with different algorithms become one
+:class:`CombinedOptimizer`, which steps, zeroes and saves them together.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import VaezooError
+
+#: the algorithms a parameter group can name
+ALGORITHMS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+_GROUP_KEYS = {"params", "optimizer", "lr", "weight_decay", "betas", "eps", "ema_decay"}
+
+
+class CombinedOptimizer:
+    """Several torch optimisers stepped as one; ``param_groups`` is the concatenation of theirs (the same dicts,
+    so the trainer's per-step learning rates reach them)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {k: v for optimizer in self.optimizers for k, v in optimizer.state.items()}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+
+
+def check_param_groups(groups: list[dict] | None) -> list[dict]:
+    groups = list(groups or [])
+    for i, group in enumerate(groups):
+        unknown = sorted(set(group) - _GROUP_KEYS)
+        if unknown or "params" not in group:
+            raise VaezooError(
+                f"trainer.param_groups[{i}] needs 'params' (a name pattern) and takes only {sorted(_GROUP_KEYS)}; "
+                f"got {sorted(group)}"
+            )
+        if group.get("optimizer", "adamax") not in ALGORITHMS:
+            raise VaezooError(f"trainer.param_groups[{i}].optimizer must be one of {sorted(ALGORITHMS)}")
+        decay = group.get("ema_decay")
+        if decay is not None and not 0.0 < decay < 1.0:
+            raise VaezooError(f"trainer.param_groups[{i}].ema_decay must be in (0, 1), got {decay}")
+    return groups
+
+
+def build_optimizer(model: nn.Module, groups: list[dict], defaults: dict[str, Any], foreach: bool | None = None):
+    """The optimiser of ``model``: parameters matching no group take ``defaults`` (Adamax). Each torch param
+    group carries ``lr_ratio``, its learning rate relative to the trainer's."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    assigned: dict[int, list] = {i: [] for i in range(len(groups))}
+    rest = []
+    for name, parameter in named:
+        index = next((i for i, g in enumerate(groups) if fnmatch.fnmatchcase(name, g["params"])), None)
+        (assigned[index] if index is not None else rest).append(parameter)
+    for i, group in enumerate(groups):
+        if not assigned[i]:
+            raise VaezooError(f"trainer.param_groups[{i}]: no parameter matches {group['params']!r}")
+    by_algorithm: dict[str, list[dict]] = {}
+    if rest:
+        by_algorithm.setdefault("adamax", []).append({"params": rest, **defaults, "lr_ratio": 1.0})
+    for i, group in enumerate(groups):
+        settings = {k: group.get(k, defaults[k]) for k in ("lr", "weight_decay", "betas", "eps")}
+        settings["betas"] = tuple(settings["betas"])
+        settings["lr_ratio"] = settings["lr"] / defaults["lr"]
+        by_algorithm.setdefault(group.get("optimizer", "adamax"), []).append({"params": assigned[i], **settings})
+    optimizers = [
+        ALGORITHMS[name](param_groups, lr=defaults["lr"], foreach=foreach)
+        for name, param_groups in by_algorithm.items()
+    ]
+    return optimizers[0] if len(optimizers) == 1 else CombinedOptimizer(optimizers)
+
+
+def ema_keys(model: nn.Module, groups: list[dict]) -> tuple[float, list[str]] | None:
+    """``(decay, state keys)`` of the one group with an ``ema_decay`` (None when no group has one)."""
+    with_ema = [g for g in groups if g.get("ema_decay") is not None]
+    if not with_ema:
+        return None
+    if len(with_ema) > 1:
+        raise VaezooError("trainer.param_groups: only one group may have an ema_decay")
+    pattern = with_ema[0]["params"]
+    keys = [k for k, v in model.state_dict().items() if v.is_floating_point() and fnmatch.fnmatchcase(k, pattern)]
+    return with_ema[0]["ema_decay"], keys
