@@ -19,9 +19,6 @@ def iaf_vae_spec(*, image_shape: list[int], likelihood: dict, num_flows: int = 1
     components = {
         **same_cell_everywhere(block),
         "likelihood": likelihood,
-        "posterior": {"class_path": "NormalPosterior"},
-        "top_prior": {"class_path": "StandardNormalPrior"},
-        "prior": {"class_path": "NormalPrior"},
         "flow": {"class_path": "ContextualIAF", "init_args": {"num_steps": iaf_steps}} if num_flows else None,
     }
     return hierarchical_spec(components, image_shape=image_shape, num_flows=num_flows, **mirrored_layout(**layout))

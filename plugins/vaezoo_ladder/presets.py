@@ -19,8 +19,6 @@ def ladder_vae_spec(*, image_shape: list[int], likelihood: dict, **layout) -> di
         "likelihood": likelihood,
         "encoder_combiner": {"class_path": "PassThroughCombiner"},
         "posterior": {"class_path": "PrecisionWeightedPosterior"},
-        "top_prior": {"class_path": "StandardNormalPrior"},
-        "prior": {"class_path": "NormalPrior"},
         "decoder_combiner": {"class_path": "LatentOnlyCombiner", "init_args": {"kernel_size": 3}},
     }
     return hierarchical_spec(components, image_shape=image_shape, **mirrored_layout(**layout))

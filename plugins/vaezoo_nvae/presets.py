@@ -95,7 +95,6 @@ def nvae_spec(
         "encoder_cell": {"class_path": "ResidualCell", "init_args": residual},
         "posterior": {"class_path": "ResidualNormalPosterior" if res_dist else "NormalPosterior"},
         "top_prior": {"class_path": "FixedNormalPrior"},
-        "prior": {"class_path": "NormalPrior"},
         "decoder_cell": {"class_path": "DepthwiseResidualCell", "init_args": {"expansion": 6.0, **residual}},
         "postprocess_cell": {"class_path": "DepthwiseResidualCell", "init_args": {"expansion": 3.0, **residual}},
         "flow": {"class_path": "PairedAutoregressiveFlow"} if num_nf else None,

@@ -39,7 +39,6 @@ def vdvae_spec(
         "encoder_combiner": {"class_path": "DecoderCombiner"},
         "encoder_head": block,
         "posterior": {"class_path": "BottleneckNormalPosterior", "init_args": gaussian},
-        "top_prior": {"class_path": "StandardNormalPrior"},
         "prior": {"class_path": "BottleneckNormalPrior", "init_args": gaussian},
         "decoder_combiner": {"class_path": "ZInjectionCombiner", "init_args": {"depth": depth}},
         "decoder_head": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 1, "elu_before": True}},

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.splits import atomic_write_text
 from ..evaluation import evaluate
 from ..evaluation.metrics import default_max_batch
 from ..training.memory import keep_freed_memory
@@ -83,8 +84,5 @@ def run(cfg) -> int:
             "model": cfg.model,
             "torch_threads": torch.get_num_threads(),
         }
-        out = Path(cfg.out)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.replace(out)
+        atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
     return 0

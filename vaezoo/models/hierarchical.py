@@ -460,6 +460,11 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         joint_noise: list[Tensor] = []
         if self.joint_prior is not None and self._use_joint_prior:
             top, (_, _, h, w) = self.num_top_groups, self.latent_shapes(n)[0]
+            if len(set(temperatures[:top])) > 1:
+                raise ValueError(
+                    f"the joint prior samples the {top} top-scale groups together: give them one temperature, "
+                    f"got {temperatures[:top]}"
+                )
             start = torch.cat(noise[:top], dim=1) if noise is not None else None
             shape = (n, self.latent_channels * top, h, w)
             joint_noise = list(

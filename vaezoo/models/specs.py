@@ -35,9 +35,13 @@ COMPONENT_SLOTS = (
 )
 
 #: the core's generic choices for the slots most families share: a 3x3 weight-normalised stem, an ELU-wrapped 1x1
-#: encoder head, an ELU-then-3x3 decoder head, and the additive / concatenating combiners
+#: encoder head, an ELU-then-3x3 decoder head, the additive / concatenating combiners, a Normal posterior, a
+#: standard Normal top prior and Normal priors from the decoder state
 DEFAULT_COMPONENTS: dict[str, dict | None] = {
     "stem": {"class_path": "WeightNormConvCell", "init_args": {"kernel_size": 3}},
+    "posterior": {"class_path": "NormalPosterior"},
+    "top_prior": {"class_path": "StandardNormalPrior"},
+    "prior": {"class_path": "NormalPrior"},
     "encoder_combiner": {"class_path": "EncoderCombiner"},
     "encoder_head": {
         "class_path": "WeightNormConvCell",
