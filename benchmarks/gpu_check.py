@@ -47,13 +47,6 @@ def _recipe(paths: list[Path]) -> dict:
     return recipe
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _reset_memory(device) -> None:
     import torch
 
@@ -67,19 +60,6 @@ def _peak_gib(device) -> float | None:
     import torch
 
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-
-def _timed(fn, warmup: int, repeats: int, device) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _images(batch: int, shape, device):
@@ -110,6 +90,7 @@ def _trainer(recipe: dict, device, **levers):
 def check_train(a, device, recipe: dict) -> dict:
     import torch
 
+    from vaezoo.benchmarking import timed
     from vaezoo.hardware import bf16_warning
 
     out = {}
@@ -134,7 +115,7 @@ def check_train(a, device, recipe: dict) -> dict:
             applied.append(ok)
             return loss
 
-        times = _timed(step, a.warmup, a.steps, device)
+        times = timed(step, a.warmup, a.steps, device)
         median = statistics.median(times)
         out[precision] = {
             "median_s": median,
@@ -159,6 +140,7 @@ def check_sample(a, device) -> dict:
     import torch
 
     import vaezoo
+    from vaezoo.benchmarking import timed
 
     _reset_memory(device)
     torch.manual_seed(0)
@@ -173,7 +155,7 @@ def check_sample(a, device) -> dict:
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=a.sample_precision != "fp32"):
             return model.sample(a.sample_batch, temperature=a.temperature)
 
-    times = _timed(step, a.warmup, a.sample_repeats, device)
+    times = timed(step, a.warmup, a.sample_repeats, device)
     images = step()
     median = statistics.median(times)
     return {
@@ -196,6 +178,7 @@ def check_iw(a, device, recipe: dict) -> dict:
 
     import torch
 
+    from vaezoo.benchmarking import timed
     from vaezoo.evaluation.metrics import importance_samples
 
     _reset_memory(device)
@@ -215,7 +198,7 @@ def check_iw(a, device, recipe: dict) -> dict:
                     log_w = torch.cat([importance_samples(model, x, 1)[0] for _ in range(a.k)])
                 estimate["nll"] = float(-(torch.logsumexp(log_w, dim=0) - math.log(a.k)).mean())
 
-            times = _timed(run, a.warmup, a.iw_repeats, device)
+            times = timed(run, a.warmup, a.iw_repeats, device)
             median = statistics.median(times)
             result[mode] = {
                 "median_s": median,

@@ -21,20 +21,22 @@ from .interfaces import DataModule, GenerativeModel, Objective
 from .training import Trainer
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPUs), so that a timer measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], Any], warmup: int, repeats: int, device: torch.device) -> list[float]:
+def timed(fn: Callable[[], Any], warmup: int, repeats: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones, the device synchronised."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -71,17 +73,17 @@ def benchmark_phase(
         trainer.prepare(model, objective, batch_size, len(dataset))
         model.train()
         step = iter(range(10**9))
-        times = _timed(lambda: trainer.train_step([x], next(step)), warmup, repeats, device)
+        times = timed(lambda: trainer.train_step([x], next(step)), warmup, repeats, device)
         unit = batch_size
     elif phase == "sample":
         model.to(device).eval()
         with torch.no_grad():
-            times = _timed(lambda: model.sample(batch_size, temperature=temperature), warmup, repeats, device)
+            times = timed(lambda: model.sample(batch_size, temperature=temperature), warmup, repeats, device)
         unit = batch_size
     elif phase == "iw":
         model.to(device).eval()
         with torch.no_grad():
-            times = _timed(lambda: iw_log_likelihood(model, x, k), warmup, repeats, device)
+            times = timed(lambda: iw_log_likelihood(model, x, k), warmup, repeats, device)
         unit = batch_size
     else:
         raise ValueError(f"unknown phase {phase!r}")
