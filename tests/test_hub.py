@@ -424,12 +424,8 @@ def test_pretrained_table_entries():
 
 
 def _official_checkpoint() -> Path:
-    """The tiny official NVAE checkpoint of the fidelity fixtures (``$VAEZOO_NVLABS_FIXTURES``)."""
-    root = (
-        os.environ.get("VAEZOO_NVLABS_FIXTURES")
-        or Path(__file__).resolve().parents[2] / "shared/fixtures/nvae_official"
-    )
-    return Path(root) / "mnist_small" / "checkpoint.pt"
+    """The tiny official NVAE checkpoint of the fidelity fixtures shipped in the repository."""
+    return Path(__file__).resolve().parent / "fixtures" / "nvae_official" / "mnist_small" / "checkpoint.pt"
 
 
 def test_load_pretrained_name_from_a_prefilled_cache_offline(tmp_path, monkeypatch, capsys):
