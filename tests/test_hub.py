@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from model_outputs import model_outputs
 from safetensors.torch import load_file, save_file
 from vaezoo_baselines.conv_vae import ConvVAE
 from vaezoo_nvae import pretrained as nvae_pretrained
@@ -49,17 +50,8 @@ def _model(preset: str = "test-vae"):
     return model
 
 
-def _outputs(model, n=3):
-    torch.manual_seed(1)
-    noise = [torch.randn(s) for s in model.latent_shapes(n)]
-    x = torch.rand(n, *model.image_shape).round()
-    with torch.no_grad():
-        out = model(x, noise=noise)
-        return [model.sample(n, noise=noise), out.nelbo, out.log_iw, out.params]
-
-
 def _assert_same_outputs(a, b):
-    for x, y in zip(_outputs(a), _outputs(b), strict=True):
+    for x, y in zip(model_outputs(a), model_outputs(b), strict=True):
         assert torch.equal(x, y)
 
 
@@ -86,7 +78,7 @@ def _record_weights(folder: Path) -> None:
 # Round trip and format
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", ["test-vae", "test-nvae"])
-def test_local_round_trip_gives_identical_outputs(preset, tmp_path):
+def test_local_round_trip_gives_identicalmodel_outputs(preset, tmp_path):
     model = _model(preset)
     folder = model.save_pretrained(tmp_path / "tiny", **CARD)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO_ROOT
+from model_outputs import model_outputs
 from PIL import Image
 from vaezoo_nvae.convert import convert_nvlabs_checkpoint, load_official_checkpoint
 from vaezoo_nvae.presets import spec_from_official_args
@@ -70,15 +71,6 @@ def table():
         yield
 
 
-def _outputs(model, n=3):
-    torch.manual_seed(1)
-    noise = [torch.randn(s) for s in model.latent_shapes(n)]
-    x = torch.rand(n, *model.image_shape).round()
-    with torch.no_grad():
-        out = model(x, noise=noise)
-        return [model.sample(n, noise=noise), out.nelbo, out.log_iw]
-
-
 def _store_listing() -> list[str]:
     store = hub.store_dir()
     return sorted(p.name for p in store.iterdir()) if store.is_dir() else []
@@ -101,7 +93,7 @@ def test_install_then_load_by_name_offline(table, tmp_path, capsys):
     assert main(["convert", "nvlabs", str(MNIST_CKPT), str(tmp_path / "plain")]) == 0  # the plain conversion
     reference = vaezoo.load(f"local-dir:{tmp_path / 'plain'}")
     loaded = vaezoo.load("fixture-nvae")  # HF_HUB_OFFLINE=1, empty HF cache: from the store
-    for a, b in zip(_outputs(reference), _outputs(loaded), strict=True):
+    for a, b in zip(model_outputs(reference), model_outputs(loaded), strict=True):
         assert torch.equal(a, b)
     card = loaded.card
     assert (card.name, card.preset, card.origin, card.location) == (
@@ -124,7 +116,7 @@ def test_install_then_load_by_name_offline(table, tmp_path, capsys):
     # installing again replaces the folder in one piece; so does any converter whose output matches the preset
     assert main(["convert", "plain-nvlabs", str(MNIST_CKPT), "--pretrained", "fixture-nvae"]) == 0
     assert _store_listing() == ["fixture-nvae"]
-    for a, b in zip(_outputs(reference), _outputs(vaezoo.load("fixture-nvae")), strict=True):
+    for a, b in zip(model_outputs(reference), model_outputs(vaezoo.load("fixture-nvae")), strict=True):
         assert torch.equal(a, b)
 
 
@@ -248,8 +240,10 @@ def test_resolution_order_store_then_cache(table, tmp_path):
     assert main(["convert", "nvlabs", str(MNIST_CKPT), "--pretrained", "fixture-nvae"]) == 0
     from_store = vaezoo.load("fixture-nvae")
     assert from_store.card.origin == "store" and hub.locate("fixture-nvae").kind == "installed"
-    assert not torch.equal(_outputs(from_store)[0], _outputs(from_cache)[0])
+    assert not torch.equal(model_outputs(from_store)[0], model_outputs(from_cache)[0])
     for a, b in zip(
-        _outputs(from_store), _outputs(vaezoo.load(f"local-dir:{hub.store_path('fixture-nvae')}")), strict=True
+        model_outputs(from_store),
+        model_outputs(vaezoo.load(f"local-dir:{hub.store_path('fixture-nvae')}")),
+        strict=True,
     ):
         assert torch.equal(a, b)
