@@ -78,6 +78,7 @@ def run(cfg) -> int:
             console=console,
         )
         minutes = (time.perf_counter() - started) / 60
+        shutdown(together=True)  # every rank leaves the process group at once; what follows is rank 0's alone
         if not ctx.is_main:
             return 0
         result = trainer.test(model, data, seed=cfg.seed)

@@ -48,8 +48,16 @@ def init_from_environment(device: str = "auto") -> tuple[DistributedContext, tor
     return DistributedContext(rank, world_size, local_rank), torch_device
 
 
-def shutdown() -> None:
+def shutdown(together: bool = False) -> None:
+    """Leave the process group (a no-op outside one).
+
+    ``together=True`` is the normal end of a run: every rank waits at a barrier and then tears the group down at
+    the same moment, so that no rank exits (closing its gloo connections and worker threads) while another is still
+    working inside the group. The error path passes ``False``: a barrier there would wait for a rank that failed.
+    """
     if dist.is_available() and dist.is_initialized():
+        if together and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

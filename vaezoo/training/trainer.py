@@ -346,6 +346,7 @@ class Trainer:
                 self._save(final=True)
         if writer is not None:
             writer.close()
+        self._release_data_parallel()
         if self.ema is not None:
             self.ema.copy_to(model)  # evaluate and publish the averaged weights
         if ctx.is_main:
@@ -356,6 +357,12 @@ class Trainer:
             "skipped_steps": self.state["skipped_steps"],
             "rollbacks": self.state["rollbacks"],
         }
+
+    def _release_data_parallel(self) -> None:
+        """Drop the DDP wrapper once training is over: it holds the process group, which the caller may now leave
+        (what follows, sampling and evaluation, runs on this process alone)."""
+        if getattr(self, "_ddp", None) is not None:
+            self.view, self._ddp = self.model, None
 
     def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
         model, ctx = self.model, self.ctx
