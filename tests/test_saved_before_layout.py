@@ -29,7 +29,9 @@ def test_old_folder_loads_and_matches(folder):
     with torch.no_grad():
         out = model(x, noise=noise)
     torch.testing.assert_close(out.nelbo, torch.tensor(expected["nelbo"]), rtol=1e-6, atol=1e-5)
-    assert float(out.params.double().sum()) == pytest.approx(expected["params_sum"], rel=1e-6, abs=1e-6)
+    # a sum of float32 values agrees to the rounding of its terms: a few ulp of the largest, once per term
+    rounding = out.params.numel() * 4 * torch.finfo(torch.float32).eps * float(out.params.abs().max())
+    assert float(out.params.double().sum()) == pytest.approx(expected["params_sum"], rel=1e-6, abs=rounding)
 
 
 def test_recipe_with_class_paths_from_before_the_move_still_parses(tmp_path, capsys):
