@@ -64,7 +64,7 @@ OFFICIAL_ARGS = {
     "--ada_groups --weight_decay_norm 1e-2 --weight_decay_norm_anneal --weight_decay_norm_init 1.0 --num_nf 2 "
     "--use_se --res_dist --fast_adamax",
 }
-FAST = {"channels_last": True, "depthwise_weight_grad": "compiled", "bn_swish": "fused"}
+FAST = {"channels_last": True, "depthwise_weight_grad": "compiled", "bn_swish": "fused", "adamax_foreach": True}
 VARIANTS = {
     "base": {},
     "fast": FAST,

@@ -140,3 +140,82 @@ def test_cpu_info_without_proc(monkeypatch, tmp_path):
     read = hardware._cpuinfo.__wrapped__
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: read(str(tmp_path / "missing")))
     assert hardware.native_bf16() is None and hardware.bf16_warning("bf16", torch.device("cpu")) is None
+
+
+# -- convolutions with a short reduction run as im2col + GEMM on CPUs ------------------------------------------------
+@pytest.mark.parametrize(
+    ("in_channels", "out_channels", "kernel_size", "stride", "bias"),
+    [(3, 5, 3, 1, True), (6, 36, 1, 1, True), (12, 20, 3, 2, False), (4, 4, 5, 1, True)],
+)
+def test_small_conv_gemm_path_matches_onednn(in_channels, out_channels, kernel_size, stride, bias, monkeypatch):
+    from vaezoo.nn import WeightNormConv2d
+    from vaezoo.nn import kernels
+
+    torch.manual_seed(0)
+    conv = WeightNormConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+    x0 = torch.randn(3, in_channels, 9, 9)
+    results = {}
+    for limit in (kernels.SMALL_CONV_MAX_REDUCTION, 0):  # the GEMM path, then oneDNN's (the path turned off)
+        monkeypatch.setattr(kernels, "SMALL_CONV_MAX_REDUCTION", limit)
+        layer = copy.deepcopy(conv)
+        x = x0.clone().requires_grad_()
+        before = kernels.small_conv_calls["gemm"]
+        out = layer(x)
+        out.backward(torch.cos(out.detach()))
+        taken = kernels.small_conv_calls["gemm"] - before
+        results[limit] = [out, x.grad, *(p.grad for p in layer.parameters())]
+        assert taken == (1 if limit else 0), (limit, taken)
+    for got, want in zip(*results.values(), strict=True):  # float32 sums of a few hundred terms, in another order
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+def test_small_conv_gemm_path_only_where_it_is_faster():
+    from vaezoo.nn import kernels
+
+    def applies(x, weight, groups=1):
+        return kernels.small_conv_applies(x, weight, groups, (1, 1), "zeros")
+
+    small = torch.randn(2, 6, 8, 8)
+    assert applies(small, torch.randn(6, 6, 3, 3))  # a reduction of 54
+    assert not applies(torch.randn(2, 48, 8, 8), torch.randn(48, 48, 3, 3))  # 432: oneDNN is ahead
+    assert not applies(small, torch.randn(6, 1, 3, 3), groups=6)  # depthwise: oneDNN's kernel is the fast one
+    assert not applies(small.contiguous(memory_format=torch.channels_last), torch.randn(6, 6, 3, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not applies(small, torch.randn(6, 6, 3, 3))  # autocast decides the dtype of the conv
+
+
+def test_compiled_depthwise_kernel_specialises_per_shape_beyond_dynamos_default_limit(monkeypatch):
+    """The depthwise weight gradient is compiled per input shape (dynamic=False): more shapes than dynamo's default
+    recompile limit (8) must all still run compiled, equal to oneDNN's kernel."""
+    import torch._dynamo.config as dynamo_config
+
+    from vaezoo.nn import kernels
+    from nvae.conftest import compiled_kernel_expected
+
+    if not compiled_kernel_expected():
+        pytest.skip("no C++ compiler on this machine: the compiled kernel cannot run (tests/conftest says why)")
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
+    monkeypatch.setattr(dynamo_config, "fail_on_recompile_limit_hit", True)  # not dynamo's silent eager fallback
+    torch.manual_seed(0)
+    for size in range(3, 13):  # ten shapes
+        x, grad = torch.randn(2, 3, size, size), torch.randn(2, 3, size, size)
+        before = dict(kernels.kernel_calls)
+        got = kernels.depthwise_weight_grad(grad, x, 3, 1)
+        assert kernels.kernel_calls["compiled"] == before["compiled"] + 1 and kernels.kernel_calls["native"] == before["native"]
+        weight = torch.empty(3, 1, 3, 3)
+        want = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 3, [False, True, False]
+        )[1]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert dynamo_config.recompile_limit == 8  # raised for the kernel's own calls only
+
+
+def test_weight_normalize_is_the_paper_formula():
+    from vaezoo.nn import weight_normalize
+
+    torch.manual_seed(0)
+    weight, log_norm = torch.randn(5, 4, 3, 3, dtype=torch.float64), torch.randn(5, 1, 1, 1, dtype=torch.float64)
+    norm = torch.sqrt((weight * weight).sum(dim=(1, 2, 3), keepdim=True))
+    torch.testing.assert_close(weight_normalize(log_norm, weight), torch.exp(log_norm) * weight / (norm + 1e-5))
+    stacked = torch.stack([weight, 2 * weight])  # stacked weights (the spectral regulariser's batches) too
+    torch.testing.assert_close(weight_normalize(torch.stack([log_norm] * 2), stacked)[1], weight_normalize(log_norm, 2 * weight))

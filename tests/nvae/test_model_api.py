@@ -88,6 +88,9 @@ def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
     calls = []
     original = layers.depthwise_weight_grad
     monkeypatch.setattr(layers, "depthwise_weight_grad", lambda *args: calls.append(1) or original(*args))
+    # both runs on oneDNN's dense convs: the small-conv GEMM path (NCHW only) has its own test, and Adamax turns the
+    # rounding differences of two conv algorithms on near-zero gradients into differences of the learning rate
+    monkeypatch.setattr(layers, "SMALL_CONV_MAX_REDUCTION", 0)
     before = dict(layers.kernel_calls)
     x = torch.rand(4, 1, 8, 8).round()
     results = []

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import DepthwiseConv2dFunction
+from .kernels import DepthwiseConv2dFunction, SmallConv2dFunction, small_conv_applies
 
 
 def _filter_norm(weight: Tensor) -> Tensor:
@@ -118,6 +118,10 @@ class WeightNormConv2d(nn.Conv2d):
             rows = x.permute(0, 2, 3, 1).reshape(n * h * w, -1)
             out = F.linear(rows, weight.reshape(weight.shape[0], -1), self.bias)
             return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+        if isinstance(self.padding, tuple) and small_conv_applies(
+            x, weight, self.groups, self.dilation, self.padding_mode
+        ):
+            return SmallConv2dFunction.apply(x, weight, self.bias, self.stride, self.padding)
         return self._conv_forward(x, weight, self.bias)
 
     def _pointwise_gemm(self, x: Tensor) -> bool:
