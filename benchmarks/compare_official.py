@@ -16,6 +16,10 @@ images at ``--temperature``: the official ``model.sample`` and its likelihood's 
 ``model.sample``) and ``iw`` (log p(x) with ``--k`` importance samples: the official ``test()`` loop, which runs the
 k forward passes one after the other, against vaezoo's batched ``iw_log_likelihood``).
 
+Each training measurement ends with one profiled step, whose convolution time ("the conv floor": oneDNN's and
+torch's convolution kernels forward and backward, the GEMMs of 1x1 convolutions, vaezoo's compiled depthwise weight
+gradient) is reported as a share of that step: what is above it is the overhead left to remove.
+
 Every measurement is its own subprocess (its own peak RSS, no allocator state carried over), and the
 implementations alternate within each pair (official first in even pairs, last in odd ones), so that a machine
 whose load drifts affects both alike: on a shared machine only the ratios of one invocation mean anything. The
@@ -90,6 +94,29 @@ def _timed(fn, warmup: int, steps: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+#: the ops that are convolution work: oneDNN's and torch's im2col kernels, forward and backward, and the matrix
+#: products of 1x1 convolutions run as GEMMs (``mm``/``addmm``; the SE blocks' linears, a few microseconds each, are
+#: counted with them); vaezoo's compiled depthwise weight gradient is its ``vaezoo::depthwise_weight_grad`` range
+CONV_OPS = (
+    "aten::convolution_backward", "aten::mkldnn_convolution", "aten::_slow_conv2d_forward",
+    "aten::_slow_conv2d_backward", "aten::mm", "aten::addmm", "aten::thnn_conv2d",
+)  # fmt: skip
+CONV_RANGES = ("vaezoo::depthwise_weight_grad",)
+
+
+def _conv_floor(step) -> dict:
+    """One profiled call of ``step``: the CPU time of its convolutions ("the conv floor") and of everything."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / 1e6
+    conv += sum(e.cpu_time_total for e in events if e.key in CONV_RANGES) / 1e6
+    return {"conv_floor_s": conv, "profiled_step_s": total, "conv_share": conv / total if total else None}
 
 
 def _result(times: list[float], warmup: int, unit: int, **extra) -> dict:
@@ -175,6 +202,7 @@ def official_worker(a) -> dict:
                 )
 
             times, unit = _timed(step, a.warmup, a.steps), a.batch
+            floor = _conv_floor(step)
         elif a.phase == "sample":
             model.eval()
 
@@ -188,7 +216,8 @@ def official_worker(a) -> dict:
             queue = [(_inputs(a.iw_batch), None)]
             times = _timed(lambda: official_train.test(queue, model, a.k, args, Quiet()), a.warmup, a.steps)
             unit = a.iw_batch
-        return _result(times, a.warmup, unit, parameters=parameters, torch_version=torch.__version__)
+        extra = floor if a.phase == "train" else {}
+        return _result(times, a.warmup, unit, parameters=parameters, torch_version=torch.__version__, **extra)
     finally:
         shutil.rmtree(src, ignore_errors=True)
 
@@ -221,6 +250,7 @@ def vaezoo_worker(a) -> dict:
         model.train()
         x, counter = _inputs(a.batch), iter(range(10**9))
         times, unit = _timed(lambda: trainer.train_step([x], next(counter)), a.warmup, a.steps), a.batch
+        floor = _conv_floor(lambda: trainer.train_step([x], next(counter)))
     else:
         if levers.get("channels_last"):
             model.to(memory_format=torch.channels_last)
@@ -244,7 +274,8 @@ def vaezoo_worker(a) -> dict:
             unit = a.iw_batch
         times = _timed(step, a.warmup, a.steps)
     emulated = bf16_warning(levers["precision"], torch.device("cpu")) is not None
-    return _result(times, a.warmup, unit, parameters=parameters, levers=levers, emulated_bf16=emulated)
+    extra = floor if a.phase == "train" else {}
+    return _result(times, a.warmup, unit, parameters=parameters, levers=levers, emulated_bf16=emulated, **extra)
 
 
 # -- the driver ---------------------------------------------------------------------------------------------------
@@ -346,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                     summary["median_s"] = _summary([r["median_s"] for r in ok])
                     summary["images_per_s"] = _summary([r["images_per_s"] for r in ok])
                     summary["peak_rss_gib"] = _summary([r["peak_rss_gib"] for r in ok])
+                    if all(r.get("conv_share") is not None for r in ok):
+                        summary["conv_share"] = _summary([r["conv_share"] for r in ok])
                 if name != "official" and ok and official_ok:
                     pairs_ok = [
                         (o, r)
@@ -373,7 +406,7 @@ def _print_table(report: dict) -> None:
     print()
     print(machine_line(report["machine"]))
     header = f"{'row':12s} {'phase':7s} {'impl':15s} {'s per call: median (range)':30s} {'images/s':>9s} "
-    header += f"{'peak RSS GiB':>13s} {'speed-up vs official':>24s} {'memory vs official':>20s}"
+    header += f"{'peak RSS GiB':>13s} {'speed-up vs official':>24s} {'memory vs official':>20s} {'conv floor':>11s}"
     print(header)
     for entry in report["rows"]:
         for name, s in entry["implementations"].items():
@@ -383,7 +416,8 @@ def _print_table(report: dict) -> None:
             print(
                 f"{entry['row']:12s} {entry['phase']:7s} {name:15s} {_fmt(s['median_s']):30s} "
                 f"{s['images_per_s']['median']:9.1f} {s['peak_rss_gib']['median']:13.2f} "
-                f"{_fmt(s.get('speedup_vs_official'), 2):>24s} {_fmt(s.get('memory_vs_official'), 2):>20s}"
+                f"{_fmt(s.get('speedup_vs_official'), 2):>24s} {_fmt(s.get('memory_vs_official'), 2):>20s} "
+                f"{(format(s['conv_share']['median'], '.0%') if 'conv_share' in s else '-'):>11s}"
             )
 
 

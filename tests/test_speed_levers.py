@@ -148,8 +148,7 @@ def test_cpu_info_without_proc(monkeypatch, tmp_path):
     [(3, 5, 3, 1, True), (6, 36, 1, 1, True), (12, 20, 3, 2, False), (4, 4, 5, 1, True)],
 )
 def test_small_conv_gemm_path_matches_onednn(in_channels, out_channels, kernel_size, stride, bias, monkeypatch):
-    from vaezoo.nn import WeightNormConv2d
-    from vaezoo.nn import kernels
+    from vaezoo.nn import WeightNormConv2d, kernels
 
     torch.manual_seed(0)
     conv = WeightNormConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
@@ -188,9 +187,9 @@ def test_compiled_depthwise_kernel_specialises_per_shape_beyond_dynamos_default_
     """The depthwise weight gradient is compiled per input shape (dynamic=False): more shapes than dynamo's default
     recompile limit (8) must all still run compiled, equal to oneDNN's kernel."""
     import torch._dynamo.config as dynamo_config
+    from nvae.conftest import compiled_kernel_expected
 
     from vaezoo.nn import kernels
-    from nvae.conftest import compiled_kernel_expected
 
     if not compiled_kernel_expected():
         pytest.skip("no C++ compiler on this machine: the compiled kernel cannot run (tests/conftest says why)")
@@ -201,7 +200,10 @@ def test_compiled_depthwise_kernel_specialises_per_shape_beyond_dynamos_default_
         x, grad = torch.randn(2, 3, size, size), torch.randn(2, 3, size, size)
         before = dict(kernels.kernel_calls)
         got = kernels.depthwise_weight_grad(grad, x, 3, 1)
-        assert kernels.kernel_calls["compiled"] == before["compiled"] + 1 and kernels.kernel_calls["native"] == before["native"]
+        assert (
+            kernels.kernel_calls["compiled"] == before["compiled"] + 1
+            and kernels.kernel_calls["native"] == before["native"]
+        )
         weight = torch.empty(3, 1, 3, 3)
         want = torch.ops.aten.convolution_backward(
             grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 3, [False, True, False]
@@ -218,4 +220,6 @@ def test_weight_normalize_is_the_paper_formula():
     norm = torch.sqrt((weight * weight).sum(dim=(1, 2, 3), keepdim=True))
     torch.testing.assert_close(weight_normalize(log_norm, weight), torch.exp(log_norm) * weight / (norm + 1e-5))
     stacked = torch.stack([weight, 2 * weight])  # stacked weights (the spectral regulariser's batches) too
-    torch.testing.assert_close(weight_normalize(torch.stack([log_norm] * 2), stacked)[1], weight_normalize(log_norm, 2 * weight))
+    torch.testing.assert_close(
+        weight_normalize(torch.stack([log_norm] * 2), stacked)[1], weight_normalize(log_norm, 2 * weight)
+    )

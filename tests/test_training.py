@@ -64,6 +64,8 @@ def test_repeated_bad_steps_roll_back_with_lower_lr_then_recover(tmp_path):
     assert events == [{"step": 7, "event": "rollback", "to_step": 4, "lr_scale": 0.5}]
     last = [r for r in _records(tmp_path) if "loss" in r][-1]
     assert math.isclose(last["lr"], 0.5 * _trainer(max_steps=8).lr_at(7))
+    # the steps after the checkpoint were run twice (failing, then replayed): each is recorded once, as replayed
+    assert [r["step"] for r in _records(tmp_path) if "loss" in r] == list(range(1, 9))
 
 
 def test_persistent_divergence_stops_with_a_clear_message(tmp_path):

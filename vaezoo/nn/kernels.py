@@ -52,6 +52,11 @@ def depthwise_weight_grad(grad_output: Tensor, x: Tensor, kernel_size: int, padd
     8 x 768 x 32 x 32, 2 threads), slower even than oneDNN's at 32 x 32. Each shape compiles once; the recompile
     limit is raised for these calls only, to :data:`MAX_SPECIALISATIONS`.
     """
+    with torch.profiler.record_function("vaezoo::depthwise_weight_grad"):  # a named range for profiles
+        return _depthwise_weight_grad(grad_output, x, kernel_size, padding)
+
+
+def _depthwise_weight_grad(grad_output: Tensor, x: Tensor, kernel_size: int, padding: int) -> Tensor:
     global _compiled_taps
     if _compiled_taps is None:
         # inductor's CPU build imports cpp_extension, which warns about CUDA_HOME on machines without CUDA

@@ -1,8 +1,9 @@
 """What a run reports while it trains: ``metrics.jsonl``, TensorBoard scalars and the rich progress bar.
 
 Only rank 0 reports; the other ranks get stand-ins that do nothing, so the loop never asks which rank it is on
-before writing. ``metrics.jsonl`` is append-only during a run; on resume, :func:`truncate_metrics` first drops the
-records of the steps that the run is about to replay, so that every step appears once.
+before writing. ``metrics.jsonl`` is append-only during a run; on resume, and on a rollback to the last checkpoint,
+:func:`truncate_metrics` first drops the records of the steps that the run is about to replay, so that every step
+appears once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class NullFile:
     def flush(self) -> None:
         pass
 
+    def drop_after(self, step: int) -> int:
+        return 0
+
     def __enter__(self):
         return self
 
@@ -31,9 +35,37 @@ class NullFile:
         pass
 
 
+class MetricsFile:
+    """``metrics.jsonl`` open for appending, which can also forget the steps a rollback is about to replay."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = path.open("a")
+
+    def write(self, text: str) -> None:
+        self._handle.write(text)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def drop_after(self, step: int) -> int:
+        """:func:`truncate_metrics` on the file (events kept), reopened after it (the rewrite replaces the file)."""
+        self._handle.close()
+        try:
+            return truncate_metrics(self.path, step, keep_events=True)
+        finally:
+            self._handle = self.path.open("a")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+
 def open_metrics(path: Path, is_main: bool):
     """``metrics.jsonl`` opened for appending on rank 0, a :class:`NullFile` elsewhere."""
-    return path.open("a") if is_main else NullFile()
+    return MetricsFile(path) if is_main else NullFile()
 
 
 def write_record(metrics_file, record: dict) -> None:
@@ -42,9 +74,10 @@ def write_record(metrics_file, record: dict) -> None:
     metrics_file.flush()
 
 
-def truncate_metrics(path: Path, step: int) -> int:
+def truncate_metrics(path: Path, step: int, keep_events: bool = False) -> int:
     """Drop the records of ``metrics.jsonl`` after ``step`` (those of the steps a resumed run replays), and any line
-    cut short by a kill in the middle of a write. Returns how many lines were dropped.
+    cut short by a kill in the middle of a write. Returns how many lines were dropped. ``keep_events`` keeps the
+    event records (``{"event": ...}``: rollbacks, failed checkpoint writes) of the dropped steps.
 
     The file is rewritten atomically (temporary file, then ``os.replace``), so a kill during the rewrite leaves
     either the old file or the new one; when nothing needs dropping the file is left untouched.
@@ -58,7 +91,8 @@ def truncate_metrics(path: Path, step: int) -> int:
         except json.JSONDecodeError:  # the torn last line of a killed run
             dropped += 1
             continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+        replayed = isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step
+        if replayed and not (keep_events and "event" in record):
             dropped += 1
         else:
             kept.append(line + "\n")

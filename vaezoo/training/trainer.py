@@ -438,6 +438,7 @@ class Trainer:
         skipped, rollbacks, lr_scale = self.state["skipped_steps"], self.state["rollbacks"] + 1, self.state["lr_scale"]
         self._restore(found[-1][1])
         self.state.update(skipped_steps=skipped, rollbacks=rollbacks, lr_scale=lr_scale * self.rollback_lr_factor)
+        metrics_file.drop_after(self.state["step"])  # the steps about to be replayed are recorded once, when replayed
         event = {"step": step, "event": "rollback", "to_step": self.state["step"], "lr_scale": self.state["lr_scale"]}
         write_record(metrics_file, event)
         raise _Rollback()
