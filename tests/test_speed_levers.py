@@ -143,15 +143,20 @@ def test_cpu_info_without_proc(monkeypatch, tmp_path):
 
 
 # -- convolutions with a short reduction run as im2col + GEMM on CPUs ------------------------------------------------
+@pytest.mark.parametrize("channels_last_weight", [False, True])  # a channels_last model meeting an NCHW input
 @pytest.mark.parametrize(
     ("in_channels", "out_channels", "kernel_size", "stride", "bias"),
     [(3, 5, 3, 1, True), (6, 36, 1, 1, True), (12, 20, 3, 2, False), (4, 4, 5, 1, True)],
 )
-def test_small_conv_gemm_path_matches_onednn(in_channels, out_channels, kernel_size, stride, bias, monkeypatch):
+def test_small_conv_gemm_path_matches_onednn(
+    in_channels, out_channels, kernel_size, stride, bias, channels_last_weight, monkeypatch
+):
     from vaezoo.nn import WeightNormConv2d, kernels
 
     torch.manual_seed(0)
     conv = WeightNormConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+    if channels_last_weight:
+        conv.to(memory_format=torch.channels_last)
     x0 = torch.randn(3, in_channels, 9, 9)
     results = {}
     for limit in (kernels.SMALL_CONV_MAX_REDUCTION, 0):  # the GEMM path, then oneDNN's (the path turned off)
@@ -223,3 +228,22 @@ def test_weight_normalize_is_the_paper_formula():
     torch.testing.assert_close(
         weight_normalize(torch.stack([log_norm] * 2), stacked)[1], weight_normalize(log_norm, 2 * weight)
     )
+
+
+def test_small_conv_gemm_path_on_a_one_channel_channels_last_input(monkeypatch):
+    """The stem of a channels_last model sees (N, 1, H, W) images in channels_last strides, which ``is_contiguous``
+    accepts: the GEMM path must give oneDNN's gradients there too."""
+    from vaezoo.nn import WeightNormConv2d, kernels
+
+    torch.manual_seed(0)
+    conv = WeightNormConv2d(1, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    x0 = torch.rand(4, 1, 10, 10).contiguous(memory_format=torch.channels_last)
+    grads = {}
+    for limit in (kernels.SMALL_CONV_MAX_REDUCTION, 0):
+        monkeypatch.setattr(kernels, "SMALL_CONV_MAX_REDUCTION", limit)
+        layer = copy.deepcopy(conv)
+        out = layer(x0)
+        out.backward(torch.sin(out.detach()))
+        grads[limit] = [p.grad for p in layer.parameters()]
+    for got, want in zip(*grads.values(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -310,6 +311,12 @@ class GenerativeModel(nn.Module, Component):
     def sample_report(self) -> dict[str, Any]:
         """What the last prior sampling reports (e.g. function evaluations of an ODE solve); empty by default."""
         return {}
+
+    def reference_priors(self) -> AbstractContextManager | None:
+        """A context in which the model scores with the priors a special prior replaces (a joint prior's groups'
+        own priors), so that ``fit`` can report the bound it improves on beside its own; ``None``: nothing to
+        compare."""
+        return None
 
     def encode(self, x: Tensor) -> list[Tensor]:
         """Posterior means of every latent group (top first) for images ``x`` in [0, 1]."""

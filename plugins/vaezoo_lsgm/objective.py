@@ -17,6 +17,7 @@ from torch import Tensor
 
 from vaezoo.errors import ConfigError
 from vaezoo.interfaces import Example, GenerativeModel, Objective
+from vaezoo.nn import evaluation_mode
 
 
 class ScorePriorObjective(Objective):
@@ -47,11 +48,12 @@ class ScorePriorObjective(Objective):
         if prior is None:
             raise ConfigError("ScorePriorObjective needs a model with a joint_prior (HierarchicalVAE joint_prior=...)")
         if self.stage == "prior":
-            model.eval()  # frozen: no dropout, BatchNorm uses (and keeps) its running statistics
-            prior.train()
-            with torch.no_grad(), model.own_priors():
+            # the VAE frozen (eval mode: BatchNorm uses and keeps its running statistics), the prior training; the
+            # modes are restored afterwards
+            with evaluation_mode(model, prior), torch.no_grad(), model.own_priors():
                 out = model(x, noise=noise)
-            prior_loss, metrics = prior.loss(torch.cat(out.extras["prior_noise"], dim=1))
+            with evaluation_mode(model, prior):
+                prior_loss, metrics = prior.loss(torch.cat(out.extras["prior_noise"], dim=1))
             metrics["nelbo_own_prior"] = out.nelbo.mean()
             return prior_loss, metrics
         captured: list = []

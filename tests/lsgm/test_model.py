@@ -129,3 +129,58 @@ def test_prior_stage_training_resumes_bitwise(tmp_path):
     # the frozen VAE did not move: its weights are the saved model's
     for key, value in nvae.state_dict().items():
         assert torch.equal(value, full.state_dict()[key]), key
+
+
+def test_prior_stage_freezes_the_vae_for_its_forward_only():
+    """Stage 1 runs the VAE in eval mode (BatchNorm statistics unchanged) with the prior training, and leaves every
+    module in the mode it found it in."""
+    from vaezoo_lsgm.objective import ScorePriorObjective
+
+    model = _model()
+    model.train()
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    x = torch.bernoulli(torch.full((3, *model.image_shape), 0.5))
+    seen = {}
+    hook = model.joint_prior.register_forward_pre_hook(lambda m, args: seen.update(prior=m.training))
+    loss, _ = ScorePriorObjective(stage="prior")(model, x, step=0)
+    hook.remove()
+    assert torch.isfinite(loss) and loss.requires_grad and seen == {"prior": True}
+    assert all(
+        torch.equal(model.state_dict()[k], v) for k, v in statistics.items()
+    )  # eval mode: BN kept its statistics
+    assert all(m.training for m in model.modules())  # modes restored
+    model.eval()
+    ScorePriorObjective(stage="prior")(model, x, step=0)
+    assert not any(m.training for m in model.modules())
+
+
+def test_fit_reports_the_bound_with_the_priors_the_score_prior_replaces(tmp_path, capsys):
+    """``vaezoo fit`` of a model with a joint prior prints, and writes to results.json, both test bounds: the model's
+    own and the one with its groups' own priors (what stage 1 must beat)."""
+    import json
+
+    import yaml
+
+    from vaezoo.cli import main
+
+    spec = copy.deepcopy(vaezoo.create("test-nvae").config)
+    spec["init_args"]["joint_prior"] = copy.deepcopy(SCORE_PRIOR)
+    recipe = {
+        "model": spec,
+        "objective": {"class_path": "ScorePriorObjective", "init_args": {"stage": "prior"}},
+        "data": {
+            "class_path": "RandomImages",
+            "init_args": {"image_shape": [1, 8, 8], "num_examples": 32, "batch_size": 8, "binary": True},
+        },
+        "trainer": {"max_steps": 2, "lr": 1e-3, "progress": False, "tensorboard": False, "eval_k": 1, "device": "cpu"},
+        "seed": 0,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["fit", str(path), "--run_dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "with the priors it replaces: test ELBO" in out
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    own, joint = results["reference_priors"], results
+    assert own["num_examples"] == joint["num_examples"] and math.isfinite(own["elbo_nats"])
+    assert own["elbo_nats"] != joint["elbo_nats"]  # two evaluations: the score prior's log p is not the own priors'

@@ -89,12 +89,19 @@ def run(cfg) -> int:
             "global_batch": global_batch,
             **result.as_dict(),
         }
+        reference = model.reference_priors()  # e.g. a joint prior's model: also the bound with the priors it replaces
+        if reference is not None:
+            with reference:
+                own = trainer.test(model, data, seed=cfg.seed)
+            report["reference_priors"] = own.as_dict()
         _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
         _save_model(model, run_dir / "model")
         curves = plot_run(run_dir)  # the training curves, to look at as well as to read
         console.print(
             f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)"
         )
+        if reference is not None:
+            console.print(f"with the priors it replaces: {own.describe()}")
         console.print(f"training curves: {curves.path} ({', '.join(curves.panels)})")
         return 0
     finally:

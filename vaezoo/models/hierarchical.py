@@ -490,6 +490,9 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         finally:
             self._use_joint_prior = previous
 
+    def reference_priors(self):
+        return self.own_priors() if self.joint_prior is not None else None
+
     def evaluation_protocol(self) -> dict[str, Any]:
         return self.joint_prior.evaluation_protocol() if self.joint_prior is not None and self._use_joint_prior else {}
 

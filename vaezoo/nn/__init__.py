@@ -9,6 +9,7 @@ from .activations import ELU, Swish, elu, soft_clamp, swish
 from .blocks import BNSwishConv, ELUConv, FactorizedReduce, SqueezeExcitation, UpsampleSkip, skip_connection
 from .conv import MaskedWeightNormConv2d, WeightNormConv2d, autoregressive_mask, channel_mask, weight_normalize
 from .kernels import depthwise_weight_grad
+from .modes import evaluation_mode
 from .norm import BN_EPS, BN_MOMENTUM, BN_SWISH_MODES, BatchNormSwish, BatchNormSwishFunction, batch_norm
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "channel_mask",
     "depthwise_weight_grad",
     "elu",
+    "evaluation_mode",
     "skip_connection",
     "soft_clamp",
     "swish",

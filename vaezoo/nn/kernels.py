@@ -139,6 +139,15 @@ SMALL_CONV_MAX_REDUCTION = 256
 small_conv_calls = {"gemm": 0}
 
 
+def _row_major(t: Tensor) -> Tensor:
+    """``t`` with exactly the strides of a row-major tensor of its shape (a copy only where they differ)."""
+    expected, step = [], 1
+    for size in reversed(t.shape):
+        expected.append(step)
+        step *= size
+    return t if t.stride() == tuple(reversed(expected)) else t.clone(memory_format=torch.contiguous_format)
+
+
 class SmallConv2dFunction(torch.autograd.Function):
     """A dense (groups = 1) convolution of an NCHW tensor through torch's im2col + GEMM kernels
     (``_slow_conv2d_forward`` / ``_slow_conv2d_backward``) instead of oneDNN, for convolutions with a short reduction
@@ -149,6 +158,10 @@ class SmallConv2dFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, padding: tuple) -> Tensor:
         kernel = list(weight.shape[2:])
         small_conv_calls["gemm"] += 1
+        # the im2col kernels assume row-major strides, even on dimensions of size 1 (where ``is_contiguous`` does not
+        # look): a channels_last weight, or a one-channel channels_last input, gives a correct forward but a wrong
+        # weight gradient
+        x, weight = _row_major(x), _row_major(weight)
         out = torch.ops.aten._slow_conv2d_forward(x, weight, kernel, bias, list(stride), list(padding))
         ctx.save_for_backward(x, weight)
         ctx.geometry = (kernel, list(stride), list(padding))
