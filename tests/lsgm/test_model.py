@@ -141,10 +141,16 @@ def test_prior_stage_freezes_the_vae_for_its_forward_only():
     statistics = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     x = torch.bernoulli(torch.full((3, *model.image_shape), 0.5))
     seen = {}
-    hook = model.joint_prior.register_forward_pre_hook(lambda m, args: seen.update(prior=m.training))
+    prior, loss_of = model.joint_prior, model.joint_prior.loss
+
+    def spy(*args, **kwargs):  # the prior's mode when its loss is computed, and the VAE's
+        seen.update(prior=prior.training, vae=model.training)
+        return loss_of(*args, **kwargs)
+
+    prior.loss = spy
     loss, _ = ScorePriorObjective(stage="prior")(model, x, step=0)
-    hook.remove()
-    assert torch.isfinite(loss) and loss.requires_grad and seen == {"prior": True}
+    del prior.loss
+    assert torch.isfinite(loss) and loss.requires_grad and seen == {"prior": True, "vae": False}
     assert all(
         torch.equal(model.state_dict()[k], v) for k, v in statistics.items()
     )  # eval mode: BN kept its statistics
