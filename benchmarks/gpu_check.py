@@ -62,6 +62,12 @@ def _peak_gib(device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
+def _timing(times: list[float], images: int, device) -> dict:
+    """The median of ``times``, the images per second at that median, the times and the peak CUDA memory."""
+    median = statistics.median(times)
+    return {"median_s": median, "images_per_s": images / median, "times_s": times, "peak_cuda_gib": _peak_gib(device)}
+
+
 def _images(batch: int, shape, device):
     import torch
 
@@ -116,12 +122,8 @@ def check_train(a, device, recipe: dict) -> dict:
             return loss
 
         times = timed(step, a.warmup, a.steps, device)
-        median = statistics.median(times)
         out[precision] = {
-            "median_s": median,
-            "images_per_s": a.batch / median,
-            "times_s": times,
-            "peak_cuda_gib": _peak_gib(device),
+            **_timing(times, a.batch, device),
             "applied_steps": sum(applied),
             "steps": len(applied),
             "scaler_scale": float(trainer.scaler.get_scale()) if trainer.scaler.is_enabled() else None,
@@ -199,13 +201,9 @@ def check_iw(a, device, recipe: dict) -> dict:
                 estimate["nll"] = float(-(torch.logsumexp(log_w, dim=0) - math.log(a.k)).mean())
 
             times = timed(run, a.warmup, a.iw_repeats, device)
-            median = statistics.median(times)
             result[mode] = {
-                "median_s": median,
-                "images_per_s": a.iw_batch / median,
-                "times_s": times,
+                **_timing(times, a.iw_batch, device),
                 "nll_nats": estimate["nll"],
-                "peak_cuda_gib": _peak_gib(device),
             }
     result["speedup_batched"] = result["sequential"]["median_s"] / result["batched"]["median_s"]
     # the same noise in the same order: batching changes only float rounding

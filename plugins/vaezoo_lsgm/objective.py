@@ -50,9 +50,9 @@ class ScorePriorObjective(Objective):
         if self.stage == "prior":
             # the VAE frozen (eval mode: BatchNorm uses and keeps its running statistics), the prior training; the
             # modes are restored afterwards
-            with evaluation_mode(model, prior), torch.no_grad(), model.own_priors():
-                out = model(x, noise=noise)
             with evaluation_mode(model, prior):
+                with torch.no_grad(), model.own_priors():
+                    out = model(x, noise=noise)
                 prior_loss, metrics = prior.loss(torch.cat(out.extras["prior_noise"], dim=1))
             metrics["nelbo_own_prior"] = out.nelbo.mean()
             return prior_loss, metrics

@@ -283,25 +283,26 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         self._use_joint_prior = True
 
     # -- speed switches ----------------------------------------------------------------------------
-    def set_depthwise_weight_grad(self, mode: str) -> int:
-        if mode not in WeightNormConv2d.DEPTHWISE_WEIGHT_GRAD_MODES:
-            raise ValueError(f"depthwise_weight_grad must be one of {WeightNormConv2d.DEPTHWISE_WEIGHT_GRAD_MODES}")
-        layers = [m for m in self.modules() if isinstance(m, WeightNormConv2d)]
+    def _set_layer_mode(self, switch: str, mode: str, modes: tuple, layer_type: type, attribute: str, fallback) -> int:
+        """Set ``attribute = mode`` on every ``layer_type`` layer; ``fallback`` (the interface's refusal) where there
+        is none."""
+        if mode not in modes:
+            raise ValueError(f"{switch} must be one of {modes}")
+        layers = [m for m in self.modules() if isinstance(m, layer_type)]
         if not layers:
-            return super().set_depthwise_weight_grad(mode)
+            return fallback(mode)
         for layer in layers:
-            layer.depthwise_weight_grad = mode
+            setattr(layer, attribute, mode)
         return len(layers)
 
+    def set_depthwise_weight_grad(self, mode: str) -> int:
+        modes, fallback = WeightNormConv2d.DEPTHWISE_WEIGHT_GRAD_MODES, super().set_depthwise_weight_grad
+        return self._set_layer_mode(
+            "depthwise_weight_grad", mode, modes, WeightNormConv2d, "depthwise_weight_grad", fallback
+        )
+
     def set_bn_swish(self, mode: str) -> int:
-        if mode not in BN_SWISH_MODES:
-            raise ValueError(f"bn_swish must be one of {BN_SWISH_MODES}")
-        layers = [m for m in self.modules() if isinstance(m, BatchNormSwish)]
-        if not layers:
-            return super().set_bn_swish(mode)
-        for layer in layers:
-            layer.mode = mode
-        return len(layers)
+        return self._set_layer_mode("bn_swish", mode, BN_SWISH_MODES, BatchNormSwish, "mode", super().set_bn_swish)
 
     # -- shapes ----------------------------------------------------------------------------------
     @property
