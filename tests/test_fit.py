@@ -67,11 +67,14 @@ def test_recipe_overlays_compose_left_to_right(tmp_path, capsys):
     [
         (["--trainer.max_stepz", "3"], "max_stepz"),
         (["--trainer.max_steps", "many"], "trainer.max_steps: expected int, got 'many'"),
-        (["--model.init_args.prior", "NoSuchPrior"], "model.prior: unknown prior 'NoSuchPrior'"),
+        (["--model.init_args.prior", "NoSuchPrior"], "model.init_args.prior: unknown prior 'NoSuchPrior'"),
         (["--objective", "ELBOO"], "did you mean ELBO"),
         (["--data.init_args.batch_size", "0"], "data.batch_size must be positive"),
         (["--model.init_args.image_shape", "[1, 30, 30]"], "divisible by 4"),
-        (["--model.init_args.image_shape", "[1, 32, 32]"], "does not fit the data"),
+        (
+            ["--model.init_args.image_shape", "[1, 32, 32]"],
+            "the model takes 1x32x32 images, BundledMNIST gives 1x28x28; set pad: 2",
+        ),
     ],
 )
 def test_bad_recipe_is_one_line_exit_2(tmp_path, capsys, args, expected):

@@ -109,7 +109,7 @@ def test_compile_cells_raises_the_recompile_limit_to_cover_every_cell(monkeypatc
 
     import vaezoo
 
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
+    dynamo_config.recompile_limit = 8  # restored after the test by conftest's _restore_global_state
     model = vaezoo.create("nvae-cifar10", encoder_channels=4, decoder_channels=4, groups_per_scale=2)
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: compiled.append(self))
@@ -198,8 +198,9 @@ def test_compiled_depthwise_kernel_specialises_per_shape_beyond_dynamos_default_
 
     if not compiled_kernel_expected():
         pytest.skip("no C++ compiler on this machine: the compiled kernel cannot run (tests/conftest says why)")
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
-    monkeypatch.setattr(dynamo_config, "fail_on_recompile_limit_hit", True)  # not dynamo's silent eager fallback
+    # restored after the test by conftest's _restore_global_state (monkeypatch would delete these config entries)
+    dynamo_config.recompile_limit = 8
+    dynamo_config.fail_on_recompile_limit_hit = True  # not dynamo's silent eager fallback
     torch.manual_seed(0)
     for size in range(3, 13):  # ten shapes
         x, grad = torch.randn(2, 3, size, size), torch.randn(2, 3, size, size)

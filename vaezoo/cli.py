@@ -15,6 +15,7 @@ from jsonargparse import ArgumentParser
 
 from . import commands
 from ._version import __version__
+from .commands._recipe import check_recipe_argv
 from .commands._yaml_limits import check_argv
 from .config import describe_parse_error, register_recipe_mode
 from .errors import VaezooError
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         argv = _normalise_argv(argv, modules)
         check_argv(argv)  # undecodable, too deep or alias-bombed YAML: one line, before jsonargparse reads it
         _OneLineParser.argv = argv
+        if argv and getattr(modules.get(argv[0]), "RECIPE_POSITIONAL", False):
+            # sections of the wrong shape and misspelt keys at any depth: one line with the key path
+            check_recipe_argv(argv[1:], parser._subcommands_action._name_parser_map[argv[0]])
         cfg = parser.parse_args(argv)
         name = cfg.command
         return int(modules[name].run(cfg[name]) or 0)

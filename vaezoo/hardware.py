@@ -114,3 +114,36 @@ def warn_emulated_bf16(precision: str, device: torch.device, console=None) -> st
 
             print(f"warning: {message}", file=sys.stderr)
     return message
+
+
+#: device types a model can run on, and how torch says whether one is present
+_DEVICE_BACKENDS = {
+    "cuda": lambda: torch.cuda,
+    "mps": lambda: torch.backends.mps,
+    "xpu": lambda: getattr(torch, "xpu", None),
+}
+
+
+def check_device(name: str, option: str) -> None:
+    """Refuse, in one line naming ``option``, a device that torch does not know or that this machine does not have
+    (``cuda`` on a machine without a GPU, ``cuda:3`` with one GPU), before anything is built or written.
+    ``auto`` always passes: it means the first accelerator if there is one, else the CPU."""
+    from .errors import ConfigError
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"{option}: {name!r} is not a device (auto, cpu, cuda, cuda:1, mps, ...)") from exc
+    if device.type == "cpu":
+        return
+    backend = _DEVICE_BACKENDS.get(device.type, lambda: None)()
+    if backend is None:
+        raise ConfigError(f"{option}: {name!r}: vaezoo runs on cpu, cuda, mps or xpu devices")
+    if not backend.is_available():
+        build = " (this torch is a CPU-only build)" if device.type == "cuda" and torch.version.cuda is None else ""
+        raise ConfigError(f"{option}: {name!r}, but this machine has no {device.type} device{build}; use cpu or auto")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"{option}: {name!r}, but this machine has {count} {device.type} device(s) (0..{count - 1})")

@@ -47,13 +47,18 @@ def _read_recipe(path: Path) -> dict:
     return recipe
 
 
-def build_data(spec: Any, override: Any):
+def build_data(spec: Any, override: Any, model: Any = None):
     """The data module from ``--data`` (a spec) or the run's recipe."""
     from ..config import build, namespace_to_dict
 
     spec = namespace_to_dict(override) if override is not None else spec
     if spec is None:
-        raise VaezooError("no data: pass --data with a data module spec, e.g. --data BundledMNIST")
+        shape = "x".join(str(v) for v in model.image_shape) if model is not None else None
+        takes = f"this model takes {shape} images: " if shape else ""
+        raise VaezooError(
+            f"no data: {takes}pass --data with a data module spec that gives them, e.g. "
+            "--data '{class_path: NAME, init_args: {...}}' (vaezoo list dataset)"
+        )
     if isinstance(spec, str):
         spec = {"class_path": spec}
     return build(spec, kind="dataset")

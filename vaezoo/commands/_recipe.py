@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
+import yaml
 from jsonargparse import ActionConfigFile
 
 from ..config import namespace_to_dict, one_line, resolve_class_paths, restrict_value_imports, short_spec
 from ..errors import ConfigError, VaezooError
+from ..hardware import check_device
 from ..interfaces import DataModule, GenerativeModel, Objective
 from ..plugins import get_registry
+from ..spec_check import RecipeChecker, RecipeShape
 from ..training import Trainer
 
 
@@ -61,18 +66,12 @@ _TRAINER_RANGES = {
 
 
 def check_trainer_values(trainer_args: dict) -> None:
-    """Out-of-range trainer values (and a device torch does not know) are one line, before anything is written."""
-    import torch
-
+    """Out-of-range trainer values (and a device this machine does not have) are one line, before anything is
+    written."""
     for key, (ok, what) in _TRAINER_RANGES.items():
         if key in trainer_args and not ok(trainer_args[key]):
             raise ConfigError(f"trainer.{key} must be {what}, got {trainer_args[key]!r}")
-    device = trainer_args.get("device", "auto")
-    if device != "auto":
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError(f"trainer.device: {device!r} is not a device (cpu, cuda, cuda:1, ...)") from exc
+    check_device(trainer_args.get("device", "auto"), "trainer.device")
 
 
 def instantiate_recipe(parser, cfg):
@@ -86,3 +85,35 @@ def instantiate_recipe(parser, cfg):
         raise ConfigError(one_line(exc)) from exc
     init.model.config = short_spec(namespace_to_dict(cfg.model), get_registry())
     return init.model, init.objective, init.data
+
+
+def check_recipe_argv(argv: list[str], parser) -> None:
+    """The recipe files, overlays and dotted values of a command line, in the order jsonargparse applies them, checked
+    for their structure (:mod:`vaezoo.spec_check`): the first problem is one line naming its key path."""
+    checker = RecipeChecker(RecipeShape.of_parser(parser), get_registry())
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if not token.startswith("--"):
+            continue
+        option, eq, text = token[2:].partition("=")
+        if not eq:
+            if i >= len(argv) or argv[i].startswith("--"):
+                continue
+            text = argv[i]
+            i += 1
+        if option == "config":
+            path = Path(text)
+            if path.is_file():
+                checker.check_document(_load_yaml(path.read_text(encoding="utf-8", errors="replace")), text)
+        elif "." in option:
+            checker.check_dotted(option, _load_yaml(text, fallback=text))
+
+
+def _load_yaml(text: str, fallback: Any = None) -> Any:
+    """YAML as jsonargparse reads it; text that is not YAML is left for jsonargparse to report (``fallback``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return fallback

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
+from ..data.fit import check_data_fits
 from ..data.splits import atomic_write_text
 from ..evaluation import evaluate
 from ..evaluation.metrics import default_max_batch
+from ..hardware import check_device
 from ..training.memory import keep_freed_memory
 from ._models import build_data, open_model
 
@@ -50,8 +52,10 @@ def run(cfg) -> int:
         raise VaezooError(f"--batch_size must be positive, got {cfg.batch_size}")
     if cfg.max_batch is not None and cfg.max_batch < 1:
         raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
+    check_device(cfg.device, "--device")
     model, data_spec = open_model(cfg.model, cfg.device)
-    data = build_data(data_spec, cfg.data)
+    data = build_data(data_spec, cfg.data, model)
+    check_data_fits(model, data, "--data" if cfg.data is not None else "the run's data")
     dataset = data.test_dataset()
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import VaezooError
 from ..evaluation.bn import readjust_batchnorm
+from ..hardware import check_device
 from ._models import open_model
 
 NAME = "sample"
@@ -51,6 +52,7 @@ def run(cfg) -> int:
         raise VaezooError(
             f"--readjust_bn must be 0 or more and --readjust_batch positive, got {cfg.readjust_bn} and {cfg.readjust_batch}"
         )
+    check_device(cfg.device, "--device")
     model, _ = open_model(cfg.model, cfg.device)
     if isinstance(temperature, list):  # the model would raise a ValueError deep inside sampling
         groups = len(model.latent_shapes(1))

@@ -44,13 +44,18 @@ def load(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Modu
     ``name``: a registered pretrained name, ``hf-hub:org/repo[@revision]`` or ``local-dir:PATH``.
     ``revision`` overrides the revision of a pretrained name or of an hf-hub spec.
     """
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
     if not isinstance(name, str):
-        raise VaezooError(f"vaezoo.load expects a name string, got {type(name).__name__}")
+        raise VaezooError(f"vaezoo.load expects a name string or a folder path, got {type(name).__name__}")
     if name.startswith(LOCAL_DIR_PREFIX):
         path = name[len(LOCAL_DIR_PREFIX) :]
         if not path:
             raise CheckpointError("local-dir: needs a path, e.g. local-dir:./my-model")
-        folder = Path(path).expanduser()
+        folder = model_folder(Path(path).expanduser(), name)
+        return load_folder(folder, device, where=name, location=str(folder.absolute()))
+    if not name.startswith(HF_HUB_PREFIX) and _looks_like_path(name):  # a folder, as timm and diffusers take them
+        folder = model_folder(Path(name).expanduser(), name)
         return load_folder(folder, device, where=name, location=str(folder.absolute()))
     if name.startswith(HF_HUB_PREFIX):
         from huggingface_hub import constants
@@ -98,7 +103,7 @@ def from_pretrained(
     """
     text = os.fspath(name_or_path)
     if Path(text).expanduser().is_dir():
-        folder = Path(text).expanduser()
+        folder = model_folder(Path(text).expanduser(), text)
         model = load_folder(folder, device, where=text, location=str(folder.absolute()))
     elif text.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)) or text in pretrained_names():
         model = load(text, device=device, revision=revision)
@@ -143,6 +148,37 @@ def load_folder(
     if metadata.get("preset"):
         model.preset = metadata["preset"]
     return model
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder that exists, or a name spelt as a path (``./x``, ``~/x``, ``/x``, ``runs/x``; a pretrained name has no
+    slash, and a Hub repo is written ``hf-hub:org/name``). A registered pretrained name wins over a folder of that
+    name in the working directory."""
+    if name.startswith((".", "~", os.sep)) or os.sep in name:
+        return True
+    return Path(name).is_dir() and name not in pretrained_names()
+
+
+def model_folder(path: Path, where: str) -> Path:
+    """The saved-model folder that ``path`` means: itself, or the ``model/`` of a run folder written by ``vaezoo
+    fit``. One line when it is neither."""
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / "model" / CONFIG_NAME).is_file():
+        return path / "model"
+    if not path.is_dir():
+        hub = (
+            f" (a Hub repo is written {HF_HUB_PREFIX}{where})"
+            if where.count("/") == 1 and not path.parent.is_dir()
+            else ""
+        )
+        raise CheckpointError(f"{where}: no such model folder{hub}")
+    if (path / "config.yaml").is_file():
+        raise CheckpointError(
+            f"{where}: a run folder without a saved model (fit writes model/ when it ends); vaezoo evaluate and "
+            "vaezoo sample read its last checkpoint"
+        )
+    raise CheckpointError(f"{where}: not a saved model folder (no {CONFIG_NAME}, no model/{CONFIG_NAME})")
 
 
 def _device(device: Any) -> torch.device:

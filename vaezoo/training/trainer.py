@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ..data.fit import check_data_fits
 from ..errors import VaezooError
 from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
@@ -193,10 +194,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def check(self, model: GenerativeModel, data: DataModule) -> None:
         """Problems that would only show up once training starts, reported before anything is written."""
-        if tuple(data.image_shape) != tuple(model.image_shape):
-            raise VaezooError(
-                f"model.image_shape {list(model.image_shape)} does not fit the data {list(data.image_shape)} of {type(data).__name__}"
-            )
+        check_data_fits(model, data, "data")
         global_batch = data.batch_size * self.ctx.world_size * self.accumulate
         num_examples = len(data.train_dataset())
         if global_batch > num_examples:
