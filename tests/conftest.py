@@ -15,6 +15,67 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _global_state() -> dict:
+    import torch._dynamo.config as dynamo_config
+
+    from vaezoo import plugins
+
+    return {
+        "environ": dict(os.environ),
+        "threads": torch.get_num_threads(),
+        "dtype": torch.get_default_dtype(),
+        "grad": torch.is_grad_enabled(),
+        "dynamo": dynamo_config.get_config_copy(),
+        "plugins": set(plugins._manager.list_name_plugin()) if plugins._manager is not None else None,
+    }
+
+
+def _restore(state: dict) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    from vaezoo import plugins
+
+    if os.environ != state["environ"]:
+        os.environ.clear()
+        os.environ.update(state["environ"])
+    torch.set_num_threads(state["threads"])
+    torch.set_default_dtype(state["dtype"])
+    torch.set_grad_enabled(state["grad"])
+    now = dynamo_config.get_config_copy()
+    for key, value in state["dynamo"].items():  # only what changed: setting a deprecated key warns
+        deleted = getattr(dynamo_config._config.get(key), "hide", False)  # monkeypatch's undo deletes: torch hides it
+        if deleted:
+            dynamo_config._config[key].hide = False
+        if deleted or key not in now or now[key] != value:
+            setattr(dynamo_config, key, value)
+    registered = set(plugins._manager.list_name_plugin()) if plugins._manager is not None else None
+    if state["plugins"] is not None and registered != state["plugins"]:  # a test left a plugin registered
+        plugins.reset()
+
+
+# Whatever a test (or the code it runs, or its fixtures) changes in process-wide state is put back, so that no test
+# depends on the order in which tests run: environment variables, torch's thread count, default dtype and grad mode,
+# dynamo's configuration (``compile_cells`` raises its recompile limit for good; pytest's monkeypatch cannot restore
+# attributes of torch's config modules: its undo deletes them) and the plugins registered in the plugin manager. The
+# snapshot is taken before the test's first fixture is set up and restored after its last one is torn down.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    item.stash[_STATE] = _global_state()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)
+    finally:
+        if _STATE in item.stash:
+            _restore(item.stash[_STATE])
+
+
+_STATE = pytest.StashKey[dict]()
+
+
 @pytest.fixture(autouse=True)
 def _offline_hub(tmp_path_factory, monkeypatch):
     hf_home = tmp_path_factory.mktemp("hf_home")
@@ -33,38 +94,3 @@ def _offline_hub(tmp_path_factory, monkeypatch):
 def _seeded():
     torch.manual_seed(0)
     yield
-
-
-@pytest.fixture(autouse=True)
-def _restore_global_state():
-    """Whatever a test (or the code it runs) changes in process-wide state is put back, so that no test depends on the
-    order in which tests run: environment variables, torch's thread count, default dtype and grad mode, dynamo's
-    configuration (``compile_cells`` raises its recompile limit for good; pytest's monkeypatch cannot restore
-    attributes of torch's config modules: it deletes them), and the plugins registered in the plugin manager."""
-    import torch._dynamo.config as dynamo_config
-
-    from vaezoo import plugins
-
-    environ = dict(os.environ)
-    threads, dtype, grad = torch.get_num_threads(), torch.get_default_dtype(), torch.is_grad_enabled()
-    dynamo = dynamo_config.get_config_copy()
-    registered = set(plugins._manager.list_name_plugin()) if plugins._manager is not None else None
-    yield
-    if os.environ != environ:
-        os.environ.clear()
-        os.environ.update(environ)
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)
-    torch.set_grad_enabled(grad)
-    changed = dynamo_config.get_config_copy()
-    for key, value in dynamo.items():  # only what changed: setting a deprecated key warns
-        if key not in changed or changed[key] != value:
-            setattr(dynamo_config, key, value)
-    now = set(plugins._manager.list_name_plugin()) if plugins._manager is not None else None
-    if registered is not None and now != registered:  # a test left a plugin registered: start afresh
-        plugins.reset()
-
-
-def pytest_configure(config):
-    # Two threads, as on CI machines: keeps timings honest and float results reproducible.
-    torch.set_num_threads(int(os.environ.get("VAEZOO_TEST_THREADS", "2")))

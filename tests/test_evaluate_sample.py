@@ -66,11 +66,9 @@ def test_evaluate_model_folder_needs_data(run_dir, capsys):
     assert main(["evaluate", str(run_dir / "model"), "--k", "0", "--data", "BundledMNIST"]) == 0
 
 
-def test_sample_writes_grid_with_bn_readjustment(run_dir, tmp_path, capsys):
+def test_sample_writes_grid(run_dir, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert (
-        main(["sample", str(run_dir), "--n", "9", "--temperature", "0.7", "--readjust_bn", "2", "--out", str(out)]) == 0
-    )
+    assert main(["sample", str(run_dir), "--n", "9", "--temperature", "0.7", "--out", str(out)]) == 0
     image = Image.open(out)
     assert image.size[0] == image.size[1] > 28 * 3
     assert main(["sample", str(run_dir), "--n", "0", "--out", str(out)]) == 2

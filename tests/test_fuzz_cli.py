@@ -7,8 +7,16 @@ recipe and overlay files that are empty, binary, not UTF-8, nested too deeply or
 wrong type for every typed option of every subcommand (found by introspecting the parsers, so a new option is fuzzed
 too) and out-of-range values of the options whose range the commands define.
 
-Budget: a fixed seed (``derandomize``), ``VAEZOO_FUZZ_EXAMPLES`` examples per strategy (25 by default; set it higher
-when fuzzing by hand), a deadline per example, and the whole file within about a minute on 2 cores.
+Two runs:
+
+- The default run (the README's test command) replays a fixed set: every input that ever failed, as an explicit
+  ``@example``, and 25 generated examples per strategy from a fixed seed (``derandomize``; hypothesis is pinned in the
+  ``test`` extra, so these are the same inputs on every machine). It takes about a minute on 2 cores.
+- The deep run searches anew each time (random seeds, ``VAEZOO_FUZZ_EXAMPLES`` examples per strategy)::
+
+      VAEZOO_FUZZ_EXAMPLES=500 python -m pytest -q tests/test_fuzz_cli.py
+
+  Whatever it finds becomes an ``@example`` here, fixed at its class (see vaezoo.spec_check), before it lands.
 """
 
 from __future__ import annotations
@@ -35,10 +43,11 @@ from hypothesis import strategies as st
 import vaezoo
 from vaezoo.cli import _OneLineParser, command_modules, main
 
+DEEP = "VAEZOO_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("VAEZOO_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(
     max_examples=EXAMPLES,
-    derandomize=True,
+    derandomize=not DEEP,
     database=None,
     deadline=timedelta(seconds=30),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -179,7 +188,30 @@ def test_invalid_trainer_values_are_refused_before_a_run_folder_exists(case, as_
 # -- unknown, misplaced and mistyped recipe keys -------------------------------------------------------------------
 unknown_keys = st.from_regex(r"zz_[a-z_]{1,10}", fullmatch=True)
 scalars = st.one_of(st.integers(), st.floats(allow_nan=False), words, st.booleans())
+
+
+def _nest(path: tuple[str, ...], value):
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+#: where a recipe expects a mapping of settings or of arguments (null is no mapping)
+MAPPING_PATHS = [("trainer",), ("model", "init_args"), ("data", "init_args"), ("objective", "init_args"),
+                 ("model", "init_args", "prior", "init_args"), ("model", "init_args", "posterior", "init_args")]  # fmt: skip
+#: where it expects a component (the model's prior, posterior and likelihood may be null: the model's own default)
+COMPONENT_PATHS = [("model",), ("data",), ("objective",), ("model", "init_args", "prior"),
+                   ("model", "init_args", "posterior"), ("model", "init_args", "likelihood")]  # fmt: skip
+not_a_mapping = st.one_of(st.integers(), st.floats(allow_nan=False), st.lists(st.integers(), min_size=1, max_size=2))
+
 overlays = st.one_of(
+    # the wrong shape where a mapping or a component is expected, at any depth
+    st.builds(_nest, st.sampled_from(MAPPING_PATHS), st.one_of(st.none(), not_a_mapping, words)),
+    st.builds(
+        _nest,
+        st.sampled_from(COMPONENT_PATHS),
+        st.one_of(not_a_mapping, st.from_regex(r"Zz[a-z]{1,8}", fullmatch=True)),
+    ),
     st.builds(lambda k, v: {k: v}, unknown_keys, scalars),  # unknown top-level key
     st.builds(lambda k, v: {"trainer": {k: v}}, unknown_keys, scalars),
     st.builds(lambda k, v: {"model": {"init_args": {k: v}}}, unknown_keys, scalars),
@@ -211,6 +243,16 @@ overlays = st.one_of(
 
 @FUZZ
 @given(overlay=overlays)
+@example(overlay={"trainer": 0})  # found on a fresh machine: a traceback in the trainer checks
+@example(overlay={"trainer": [0]})
+@example(overlay={"trainer": None})  # every trainer line commented out: was a silent reset to the defaults
+@example(overlay={"model": None})
+@example(overlay={"model": {"init_args": 5}})
+@example(overlay={"model": {"init_args": {"prior": 3}}})
+@example(overlay={"model": {"init_args": {"prior": {"init_args": {"zz_x": 1}}}}})
+@example(overlay={"data": {"init_args": None}})
+@example(overlay={"seed": None})
+@example(overlay={"trainer": {"param_groups": 3}})
 def test_unknown_misplaced_and_mistyped_keys_are_refused(overlay):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

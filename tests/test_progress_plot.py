@@ -37,6 +37,13 @@ def model_dir(tmp_path_factory):
     return hub.save_pretrained(model, tmp_path_factory.mktemp("model") / "tiny")
 
 
+@pytest.fixture(scope="module")
+def nvae_dir(tmp_path_factory):
+    """A model with BatchNorm layers, for the re-adjustment's bar."""
+    torch.manual_seed(0)
+    return hub.save_pretrained(vaezoo.create("test-nvae"), tmp_path_factory.mktemp("model") / "tiny-nvae")
+
+
 def _run_on_terminal(args: list[str], env: dict) -> tuple[int, str]:
     """Run ``python -m vaezoo ARGS`` with stdout and stderr on a pseudo-terminal; returns (status, all output)."""
     master, slave = pty.openpty()
@@ -76,14 +83,14 @@ def test_evaluate_draws_a_bar_on_a_terminal_and_nothing_in_a_pipe(model_dir):
     assert piped.stderr == ""
 
 
-def test_bn_readjustment_convert_and_prepare_bars_follow_the_switch(model_dir, tmp_path, monkeypatch, capfd):
+def test_bn_readjustment_convert_and_prepare_bars_follow_the_switch(nvae_dir, tmp_path, monkeypatch, capfd):
     from vaezoo_datasets.testing import write_image_files
 
     write_image_files(tmp_path / "images", 6, (8, 8))
 
     def commands(tag: str) -> None:
         out = str(tmp_path / "s.png")
-        assert main(["sample", f"local-dir:{model_dir}", "--n", "4", "--readjust_bn", "3", "--out", out]) == 0
+        assert main(["sample", f"local-dir:{nvae_dir}", "--n", "4", "--readjust_bn", "3", "--out", out]) == 0
         assert main(["convert", "nvlabs", str(MNIST_CKPT), str(tmp_path / "converted")]) == 0
         prepare = ["data", "prepare", "image-folder", str(tmp_path / "images"), str(tmp_path / tag), "--test_size", "2"]
         assert main(prepare) == 0

@@ -11,9 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from ..config import namespace_to_dict
+import yaml
+
+from ..config import namespace_to_dict, short_spec
 from ..errors import VaezooError
 from ..plots import plot_run
+from ..plugins import get_registry
 from ..training import Trainer
 from ..training.checkpoint import list_checkpoints, load_checkpoint
 from ._recipe import add_recipe_arguments, check_registered, check_trainer_values, instantiate_recipe
@@ -30,6 +33,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--run_dir", type=str | None, default=None, help="default: runs/<recipe name>")
     parser.add_argument(
         "--resume", type=bool, default=False, help="continue the run in run_dir from its last checkpoint"
+    )
+    parser.add_argument(
+        "--allow_changed_schedule",
+        type=bool,
+        default=False,
+        help="resume even though values that define the schedules (steps, learning rates, warm-ups, batch size, "
+        "objective) differ from the run's: the schedules are then recomputed from the new values",
     )
     _parser = parser
 
@@ -56,7 +66,11 @@ def run(cfg) -> int:
 
         trainer.check(model, data)
         if cfg.resume:  # a missing or damaged checkpoint is refused before config.yaml is rewritten
-            _check_resumable(run_dir)
+            checkpoint = _check_resumable(run_dir)
+            if not cfg.allow_changed_schedule:
+                now = trainer.schedule(data.batch_size, len(data.train_dataset()), ctx.world_size)
+                recipe_now = yaml.safe_load(_parser.dump(cfg))
+                _check_schedule_unchanged(checkpoint.get("schedule"), now, run_dir / "config.yaml", recipe_now)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_text(run_dir / "config.yaml", _parser.dump(cfg))
@@ -66,6 +80,13 @@ def run(cfg) -> int:
             f"[bold]vaezoo fit[/]: {type(model).__name__} ({n_params:,} parameters) on {data.describe()}, "
             f"global batch {global_batch} ({data.batch_size} x {ctx.world_size} processes x {trainer.accumulate} accumulated) -> {run_dir}"
         )
+        if trainer.tensorboard:
+            logs = f"metrics.jsonl and TensorBoard events in {run_dir / 'tensorboard'}"
+        elif trainer_args.get("tensorboard") is None:
+            logs = "metrics.jsonl (no TensorBoard: the package is not installed)"
+        else:
+            logs = "metrics.jsonl"
+        console.print(f"logs: {logs}")
         started = time.perf_counter()
         summary = trainer.fit(
             model,
@@ -108,12 +129,46 @@ def run(cfg) -> int:
         shutdown()
 
 
-def _check_resumable(run_dir: Path) -> None:
-    """The last checkpoint of ``run_dir`` reads (the trainer restores it later; this only validates it)."""
+def _check_resumable(run_dir: Path) -> dict:
+    """The last checkpoint of ``run_dir``, read (the trainer restores it later; this validates it)."""
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
         raise VaezooError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    load_checkpoint(found[-1][1])
+    return load_checkpoint(found[-1][1])
+
+
+def _check_schedule_unchanged(saved: dict | None, now: dict, saved_config: Path, recipe_now: dict) -> None:
+    """Refuse to resume when the values the schedules are computed from differ from the run's: the trainer's resolved
+    schedule (:meth:`Trainer.schedule`, saved in every checkpoint: steps, warm-up, learning rates, global batch) and
+    the objective's spec (its KL warm-up runs over the total steps; read from the run's ``config.yaml``). Otherwise a
+    longer ``max_steps`` re-stretches the cosine decay mid-run and the learning rate jumps back up, without a word.
+    The world size may change as long as the global batch does not."""
+    changed = []
+    if saved is not None:
+        changed += [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in now.items() if saved.get(key) != value]
+    try:
+        old_recipe = yaml.safe_load(saved_config.read_text())
+    except (OSError, yaml.YAMLError):
+        old_recipe = None
+    if isinstance(old_recipe, dict) and "objective" in old_recipe:
+        registry = get_registry()  # class paths by name: a component that moved is not a change
+        before, after = short_spec(old_recipe["objective"], registry), short_spec(recipe_now.get("objective"), registry)
+        changed += _differences(before, after, "objective")
+    if changed:
+        raise VaezooError(
+            f"--resume: the run's schedules would change ({'; '.join(changed)}): the learning-rate and KL schedules "
+            "would be recomputed mid-run. Pass --allow_changed_schedule true to resume anyway, or use another run_dir"
+        )
+
+
+def _differences(before, after, where: str) -> list[str]:
+    """``key.path old -> new`` for each leaf that differs between two specs."""
+    if isinstance(before, dict) and isinstance(after, dict) and before.get("class_path") == after.get("class_path"):
+        found = []
+        for key in sorted(set(before) | set(after), key=str):
+            found += _differences(before.get(key), after.get(key), f"{where}.{key}")
+        return found
+    return [] if before == after else [f"{where} {before!r} -> {after!r}"]
 
 
 def _recipe_name(cfg) -> str:

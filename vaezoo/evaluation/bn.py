@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..errors import VaezooError
 from ..interfaces import GenerativeModel
 from ..progress import progress_bar
 
@@ -28,7 +29,14 @@ def readjust_batchnorm(
     progress=None,
 ) -> None:
     """``noise[i]``, when given, is the noise of iteration i (one tensor per latent group, top first).
-    ``progress``: a rich Progress to add the bar to (default: a new one, drawn only on a terminal)."""
+    ``progress``: a rich Progress to add the bar to (default: a new one, drawn only on a terminal).
+
+    A model without BatchNorm layers is refused in one line: there would be nothing to re-adjust."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise VaezooError(
+            f"BN re-adjustment: {type(model).__name__} has no BatchNorm layers, so there is nothing to re-adjust "
+            "(drop --readjust_bn)"
+        )
     model.train()
     try:
         with progress_bar(progress) as bars:

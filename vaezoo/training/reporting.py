@@ -125,6 +125,13 @@ def step_record(metrics: dict, loss: Tensor, grad_norm: Tensor, lr: float, state
     return record
 
 
+def tensorboard_installed() -> bool:
+    """Whether the optional tensorboard package is importable (found without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def tensorboard_writer(directory: Path):
     """A TensorBoard ``SummaryWriter``, or None when tensorboard is not installed (it is optional)."""
     try:

@@ -56,6 +56,7 @@ from .reporting import (
     open_metrics,
     progress_bar,
     step_record,
+    tensorboard_installed,
     tensorboard_writer,
     truncate_metrics,
     write_record,
@@ -120,7 +121,7 @@ class Trainer:
         max_rollbacks: int = 3,
         rollback_lr_factor: float = 0.5,
         num_workers: int = 0,
-        tensorboard: bool = True,
+        tensorboard: bool | None = None,
         progress: bool = True,
         device: str = "auto",
         find_unused_parameters: bool = False,
@@ -155,7 +156,13 @@ class Trainer:
         self.max_consecutive_bad_steps = max_consecutive_bad_steps
         self.max_rollbacks, self.rollback_lr_factor = max_rollbacks, rollback_lr_factor
         self.num_workers = num_workers
-        self.tensorboard = tensorboard
+        if tensorboard and not tensorboard_installed():  # asked for explicitly: say so rather than write nothing
+            raise VaezooError(
+                "trainer.tensorboard is true, but the tensorboard package is not installed: pip install tensorboard, "
+                "or set trainer.tensorboard to null (TensorBoard logs when installed) or false"
+            )
+        #: None: TensorBoard logs when the package is installed (metrics.jsonl always)
+        self.tensorboard = tensorboard_installed() if tensorboard is None else tensorboard
         self.progress = progress
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
@@ -203,6 +210,24 @@ class Trainer:
                 f"is larger than the training set ({num_examples} examples)"
             )
 
+    def schedule(self, data_batch_size: int, num_examples: int, world_size: int) -> dict[str, Any]:
+        """The values the learning-rate schedule and the objective's warm-up are computed from, resolved to steps (the
+        paper recipes count epochs; the loop counts steps). Saved in every checkpoint, so that a resume can tell when
+        they changed."""
+        global_batch = data_batch_size * world_size * self.accumulate
+        steps_per_epoch = max(1, num_examples // global_batch)
+        return {
+            "max_steps": self.max_epochs * steps_per_epoch if self.max_epochs is not None else self.max_steps,
+            "warmup_steps": round(self.warmup_epochs * steps_per_epoch)
+            if self.warmup_epochs is not None
+            else self.warmup_steps,
+            "lr": self.lr,
+            "lr_min": self.lr_min,
+            "lr_schedule": self.lr_schedule,
+            "global_batch": global_batch,
+            "steps_per_epoch": steps_per_epoch,
+        }
+
     def prepare(
         self, model: GenerativeModel, objective: Objective, data_batch_size: int, num_examples: int, seed: int = 0
     ) -> None:
@@ -221,12 +246,10 @@ class Trainer:
             gradient_checkpointing=self.gradient_checkpointing,
             bn_swish=self.bn_swish,
         )
-        self.global_batch = data_batch_size * ctx.world_size * self.accumulate
-        self.steps_per_epoch = max(1, num_examples // self.global_batch)
-        if self.max_epochs is not None:  # the paper recipes count epochs; the loop counts steps
-            self.max_steps = self.max_epochs * self.steps_per_epoch
-        if self.warmup_epochs is not None:
-            self.warmup_steps = round(self.warmup_epochs * self.steps_per_epoch)
+        self.schedule_values = self.schedule(data_batch_size, num_examples, ctx.world_size)
+        self.global_batch = self.schedule_values["global_batch"]
+        self.steps_per_epoch = self.schedule_values["steps_per_epoch"]
+        self.max_steps, self.warmup_steps = self.schedule_values["max_steps"], self.schedule_values["warmup_steps"]
         objective.set_total_steps(self.max_steps)
         self.view: Any = model
         if ctx.enabled:
@@ -461,6 +484,7 @@ class Trainer:
             "rollbacks": self.state["rollbacks"],
             "lr_scale": self.state["lr_scale"],
             "model_config": json.dumps(self.model.config) if self.model.config else "",
+            "schedule": dict(self.schedule_values),
         }
         path = checkpoint_path(self.ckpt_dir, self.state["step"])
         try:
