@@ -179,7 +179,7 @@ def test_load_takes_a_model_folder_and_a_run_folder_by_path(vae_run, monkeypatch
         got = model(x).nelbo
         torch.manual_seed(1)
         torch.testing.assert_close(got, reference(x).nelbo, rtol=0, atol=0)
-    with pytest.raises(VaezooError, match=r"^run/checkpoints: not a saved model folder \(no config.json"):
+    with pytest.raises(VaezooError, match=r"^run/checkpoints: missing config.json: not a saved model folder"):
         vaezoo.load("run/checkpoints")
     with pytest.raises(
         VaezooError, match=r"acme/model: no such model folder \(a Hub repo is written hf-hub:acme/model"

@@ -187,6 +187,11 @@ def describe_parse_error(message: str, argv: list[str] | None = None) -> str:
             kind = key.split(".")[0]
         if kind is None and key.split(".")[0] == "data":
             kind = "dataset"
+        if get_registry().find_class(name) is not None or "NestedArg" in name:  # a known name: its arguments are wrong
+            detail = _EXPECTED.search(message)
+            what = f"expected {detail.group(1)}, got {detail.group(2).strip()!r}" if detail else "invalid arguments"
+            subject = kind or "component" if "NestedArg" in name else name
+            return f"{key}: {subject}: {what}"
         choices = get_registry().names(kind) if kind else []
         return f"{key}: " + unknown_name_message(kind or "component", name, choices)
     expected = _EXPECTED.search(message)

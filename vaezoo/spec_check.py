@@ -186,6 +186,8 @@ class SpecChecker:
             self.check(value, kinds, where, optional=_allows_none(hint), owner=sig.name)
         elif _is_mapping_hint(hint) and not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
+        else:
+            check_plain_value(hint, value, where)
 
     def _resolve(self, name: str, kinds: tuple[str, ...], where: str) -> type:
         entry = self.registry.find_class(name)
@@ -199,7 +201,47 @@ class SpecChecker:
         return entry.target
 
 
+def _fits(hint: Any, value: Any) -> bool | None:
+    """Whether a plain value fits a plain type hint: True, False, or None when the hint is not a plain one (left to
+    jsonargparse). Strings that read as the number are accepted, as jsonargparse accepts them."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        answers = [_fits(arg, value) for arg in typing.get_args(hint)]
+        return True if True in answers else None if None in answers else False
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        if isinstance(value, bool) or isinstance(value, (dict, list)):
+            return False
+        if isinstance(value, int) or hint is float and isinstance(value, float):
+            return True
+        if isinstance(value, str):
+            try:
+                hint(value)
+            except ValueError:
+                return False
+            return True
+        return False
+    if hint is str:
+        return not isinstance(value, (dict, list))
+    return None
+
+
+def check_plain_value(hint: Any, value: Any, where: str) -> None:
+    """A value of the wrong type for a plain hint (int, float, bool, str, Literal and unions of them)."""
+    if _fits(hint, value) is False:
+        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {_describe(value)}")
+
+
 def _hint_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

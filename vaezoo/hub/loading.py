@@ -178,7 +178,7 @@ def model_folder(path: Path, where: str) -> Path:
             f"{where}: a run folder without a saved model (fit writes model/ when it ends); vaezoo evaluate and "
             "vaezoo sample read its last checkpoint"
         )
-    raise CheckpointError(f"{where}: not a saved model folder (no {CONFIG_NAME}, no model/{CONFIG_NAME})")
+    raise CheckpointError(f"{where}: missing {CONFIG_NAME}: not a saved model folder (nor a run folder with model/)")
 
 
 def _device(device: Any) -> torch.device:
