@@ -74,10 +74,78 @@ def test_plugin_registered_in_code_is_listed_and_removed():
     assert "WidePrior" not in vaezoo.list_components("prior")
 
 
-def test_duplicate_across_plugins_is_an_error():
-    with plugins.plugin(_WidePriorPlugin(), name="wide_a"), plugins.plugin(_WidePriorPlugin(), name="wide_b"):
-        with pytest.raises(RegistryError, match="wide_a.*wide_b|wide_b.*wide_a"):
-            vaezoo.get_registry()
+def test_a_clash_between_plugins_skips_the_later_one_whole(capsys):
+    class _Clashing:  # registers a new prior and a name the first plugin registered
+        @hookimpl
+        def register_components(self, register):
+            register("prior", WidePrior, name="OtherWidePrior")
+            register("prior", WidePrior)
+
+    with plugins.plugin(_WidePriorPlugin(), name="wide_a"), plugins.plugin(_Clashing(), name="wide_b"):
+        registry = vaezoo.get_registry()
+        assert registry.get("prior", "WidePrior").plugin == "wide_a"
+        assert "OtherWidePrior" not in registry.names("prior")  # nothing of a skipped plugin is registered
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("warning: plugin 'wide_b' is skipped: ")
+        assert "'WidePrior' is registered twice: by plugin 'wide_a' and by plugin 'wide_b'" in err
+        assert "VAEZOO_BLOCK_PLUGINS=wide_b stops loading it" in err
+        failed = {i.name: i.error for i in plugins.plugin_infos(failed=True)}
+        assert failed["wide_a"] is None and "registered twice" in failed["wide_b"]
+        assert "wide_b" not in {i.name for i in plugins.plugin_infos()}
+
+
+def _entry_points_with(monkeypatch, tmp_path, modules: dict[str, str]):
+    """The installed entry points plus third-party ones whose modules (name -> source) live in ``tmp_path``."""
+    from importlib import metadata
+
+    real = metadata.entry_points(group=plugins.ENTRY_POINT_GROUP)
+    extra = []
+    for name, source in modules.items():
+        (tmp_path / f"{name}.py").write_text(source)
+        extra.append(metadata.EntryPoint(name=name, value=name, group=plugins.ENTRY_POINT_GROUP))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins.importlib_metadata, "entry_points", lambda group: [*real, *extra])
+    plugins.reset()
+
+
+def test_a_broken_or_clashing_installed_plugin_breaks_no_command(monkeypatch, tmp_path, capsys):
+    clash = (
+        "from vaezoo import hookimpl\n"
+        "from vaezoo_baselines import ConvVAE\n"
+        "@hookimpl\n"
+        "def register_components(register):\n"
+        "    register('model', ConvVAE)\n"  # the built-in's name: the built-in keeps it
+    )
+    _entry_points_with(
+        monkeypatch, tmp_path, {"vaezoo_broken": "import no_such_module_anywhere\n", "vaezoo_clash": clash}
+    )
+    assert main(["--version"]) == 0
+    assert main(["list", "model"]) == 0
+    assert vaezoo.get_registry().get("model", "ConvVAE").plugin == "baselines"
+    assert vaezoo.create("test-vae").latent_dim > 0  # every command and API still works
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning: plugin")]
+    assert len(lines) == 2, err  # once each, however often the registry is used
+    assert "plugin 'vaezoo_broken' is skipped: ModuleNotFoundError: No module named 'no_such_module_anywhere'" in err
+    assert "plugin 'vaezoo_clash' is skipped: model 'ConvVAE' is registered twice" in err
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "vaezoo_broken" in out and "failed: ModuleNotFoundError" in out and "vaezoo_clash" in out
+    monkeypatch.setenv("VAEZOO_BLOCK_PLUGINS", "vaezoo_broken,vaezoo_clash")
+    plugins.reset()
+    assert main(["list", "model"]) == 0
+    assert "warning" not in capsys.readouterr().err  # blocked: not loaded, nothing to say
+
+
+def test_version_and_help_build_no_registry(monkeypatch, capsys):
+    def refuse():
+        raise AssertionError("the registry was built")
+
+    plugins.reset()  # then loading a plugin or building the registry would call these
+    monkeypatch.setattr(plugins, "_load_entry_points", lambda pm: refuse())
+    monkeypatch.setattr(plugins, "_build_registry", lambda pm: refuse())
+    assert main(["--version"]) == 0 and "vaezoo 0.1.0" in capsys.readouterr().out
+    assert main(["--help"]) == 0 and "fit" in capsys.readouterr().out
 
 
 def test_builtin_plugins_come_from_entry_points():
@@ -123,3 +191,24 @@ def test_create_with_overrides():
     assert model.config["init_args"]["prior"]["class_path"] == "StandardNormalPrior"
     with pytest.raises(RegistryError, match="did you mean test-vae"):
         vaezoo.create("test-vea")
+
+
+def test_registration_refuses_a_class_that_does_not_implement_its_kind():
+    class Empty(Prior):
+        pass
+
+    class HalfDone(Prior):
+        def forward(self, state, latent_shape, temperature=1.0):
+            raise NotImplementedError
+
+    registry = Registry()
+    with pytest.raises(
+        RegistryError, match=r"^prior 'Empty' \(plugin 'p'\): .*Empty does not implement example, forward"
+    ):
+        registry.register("prior", Empty, plugin="p")
+    with pytest.raises(RegistryError, match=r"HalfDone does not implement example \(abstract in Prior\)$"):
+        registry.register("prior", HalfDone, plugin="p")
+    with pytest.raises(RegistryError, match=r"WidePrior is not a subclass of vaezoo.interfaces.Posterior"):
+        registry.register("posterior", WidePrior, plugin="p")
+    registry.register("prior", WidePrior, plugin="p")  # a complete one registers
+    assert registry.names("prior") == ["WidePrior"]

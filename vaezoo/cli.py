@@ -42,7 +42,10 @@ class _OneLineParser(ArgumentParser):
         raise VaezooError(describe_parse_error(str(message), _OneLineParser.argv))
 
 
-def build_parser(modules: dict[str, ModuleType] | None = None) -> ArgumentParser:
+def build_parser(modules: dict[str, ModuleType] | None = None, only: str | None = None) -> ArgumentParser:
+    """The command line's parser. ``only``: add the arguments of that subcommand alone (the others are listed by
+    ``--help`` but left empty), so that ``vaezoo --version``, ``--help`` and a light subcommand never build the parsers
+    that load every plugin's components."""
     modules = modules or command_modules()
     mode = register_recipe_mode()
     parser = _OneLineParser(
@@ -57,7 +60,8 @@ def build_parser(modules: dict[str, ModuleType] | None = None) -> ArgumentParser
         sub_parser = _OneLineParser(
             prog=f"vaezoo {name}", description=module.HELP, exit_on_error=False, parser_mode=mode
         )
-        module.add_arguments(sub_parser)
+        if only is None or name == only:
+            module.add_arguments(sub_parser)
         sub.add_subcommand(name, sub_parser, help=module.HELP)
     return parser
 
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         modules = command_modules()
-        parser = build_parser(modules)
+        invoked = next((arg for arg in argv if not arg.startswith("-")), None)
+        parser = build_parser(modules, only=invoked if invoked in modules else "")
         argv = _normalise_argv(argv, modules)
         check_argv(argv)  # undecodable, too deep or alias-bombed YAML: one line, before jsonargparse reads it
         _OneLineParser.argv = argv

@@ -4,7 +4,13 @@ Environment variables:
 
 - ``VAEZOO_DISABLE_PLUGIN_AUTOLOAD=1``: load only the plugins shipped with vaezoo itself
   (third-party entry points are ignored; plugins registered in code still work).
-- ``VAEZOO_BLOCK_PLUGINS=name1,name2``: never load these plugins (built-in ones included).
+- ``VAEZOO_BLOCK_PLUGINS=name1,name2``: never load these plugins (built-in ones included; blocking ``core`` removes
+  the generic components every assembled model builds on, leaving the models that need none of them).
+
+One plugin cannot break the others: a plugin that fails to import, whose hooks raise, or that registers a name
+another plugin registered first is skipped as a whole (none of its components is registered), reported once as one
+warning line on stderr that names it and how to block it, and listed as failed by ``vaezoo plugins``. Built-in
+plugins load first, so a third-party plugin can never shadow a built-in component.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import VaezooError
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "vaezoo"
@@ -37,12 +45,16 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     builtin: bool
+    #: why the plugin was skipped (None: loaded)
+    error: str | None = None
 
 
 _lock = threading.RLock()
 _manager: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
 _registry: Registry | None = None
+_failed: dict[str, PluginInfo] = {}
+_warned: set[tuple[str, str]] = set()
 
 
 def _truthy(value: str | None) -> bool:
@@ -75,17 +87,44 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         pm.register(importlib.import_module(module), name=name)
         _infos[name] = PluginInfo(name, _BUILTIN_DISTRIBUTION, version, True)
     autoload = not _truthy(os.environ.get(DISABLE_AUTOLOAD_ENV))
+    found = []
     for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
-        builtin = dist_name == _BUILTIN_DISTRIBUTION
+        found.append((dist_name != _BUILTIN_DISTRIBUTION, ep, dist_name, dist.version if dist is not None else None))
+    for third_party, ep, dist_name, version in sorted(found, key=lambda f: f[0]):  # built-in plugins first
+        info = PluginInfo(ep.name, dist_name, version, not third_party)
         if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+            if pm.get_plugin(ep.name) is not None and _infos.get(ep.name) != info:  # two plugins of one name
+                _fail(info, f"another plugin is already named {ep.name!r} ({_infos[ep.name].distribution})")
             continue
-        if not builtin and not autoload:
+        if third_party and not autoload:
             continue
-        plugin = ep.load()
-        pm.register(plugin, name=ep.name)
-        _infos[ep.name] = PluginInfo(ep.name, dist_name, dist.version if dist is not None else None, builtin)
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # a broken plugin is skipped, never fatal: the others still work
+            _fail(info, f"{type(exc).__name__}: {_first_line(exc)}")
+            continue
+        _infos[ep.name] = info
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fail(info: PluginInfo, reason: str) -> None:
+    """Record a skipped plugin and say so once, in one line that names it and how to block it."""
+    from dataclasses import replace
+
+    _failed[info.name] = replace(info, error=reason)
+    where = f" ({info.distribution} {info.version})" if info.distribution else ""
+    if (info.name, reason) not in _warned:
+        _warned.add((info.name, reason))
+        print(
+            f"warning: plugin {info.name!r}{where} is skipped: {reason}; {BLOCK_ENV}={info.name} stops loading it",
+            file=sys.stderr,
+        )
 
 
 def get_registry() -> Registry:
@@ -98,28 +137,31 @@ def get_registry() -> Registry:
 
 
 def _build_registry(pm: pluggy.PluginManager) -> Registry:
+    """Each plugin's hooks are called on their own (pluggy's combined call would lose who registered what), into a
+    scratch registry first: a plugin whose hooks raise, or that clashes with a name registered before it, is skipped
+    whole and reported (:func:`_fail`), so that no half of a plugin is ever registered."""
     registry = Registry()
-    # Each hook implementation is called on its own so that what it registers is tagged with its
-    # plugin's name (pluggy's combined call would lose that).
-    for impl in pm.hook.register_components.get_hookimpls():
-        owner = impl.plugin_name
-
-        def register(kind: str, target: Any, name: str | None = None, _owner: str = owner, **meta: Any) -> Any:
-            return registry.register(kind, target, name, plugin=_owner, **meta)
-
-        impl.function(register=register)
-    for impl in pm.hook.register_presets.get_hookimpls():
-
-        def register_preset(name: str, factory: Any, _owner: str = impl.plugin_name, **meta: Any) -> Any:
-            return registry.register("preset", factory, name, plugin=_owner, **meta)
-
-        impl.function(register=register_preset)
-    for impl in pm.hook.register_pretrained.get_hookimpls():
-
-        def register_pretrained(name: str, _owner: str = impl.plugin_name, **meta: Any) -> Any:
-            return registry.register("pretrained", dict(meta), name, plugin=_owner, **meta)
-
-        impl.function(register=register_pretrained)
+    order = [name for name, plugin in pm.list_name_plugin() if plugin is not None]
+    order.sort(key=lambda name: not _infos.get(name, PluginInfo(name, None, None, False)).builtin)
+    for owner in order:
+        calls: list[tuple[str, Any, str | None, dict]] = []
+        try:
+            for hook, wrap in (
+                ("register_components", lambda kind, target, name=None, **meta: (kind, target, name, meta)),
+                ("register_presets", lambda name, factory, **meta: ("preset", factory, name, meta)),
+                ("register_pretrained", lambda name, **meta: ("pretrained", dict(meta), name, meta)),
+            ):
+                for impl in getattr(pm.hook, hook).get_hookimpls():
+                    if impl.plugin_name == owner:
+                        impl.function(register=lambda *a, _w=wrap, _c=calls, **kw: _c.append(_w(*a, **kw)))
+            scratch = registry.copy()
+            for kind, target, name, meta in calls:
+                scratch.register(kind, target, name, plugin=owner, **meta)
+        except Exception as exc:  # a broken or clashing plugin is skipped, never fatal: the others still work
+            info = _infos.get(owner, PluginInfo(owner, None, None, False))
+            _fail(info, f"{type(exc).__name__}: {_first_line(exc)}" if not isinstance(exc, VaezooError) else str(exc))
+            continue
+        registry = scratch
     return registry
 
 
@@ -136,6 +178,7 @@ def reset() -> None:
     with _lock:
         _manager = None
         _infos.clear()
+        _failed.clear()
         invalidate()
 
 
@@ -167,11 +210,14 @@ def plugin(obj: object, name: str | None = None) -> Iterator[str]:
         unregister_plugin(registered)
 
 
-def plugin_infos() -> list[PluginInfo]:
+def plugin_infos(failed: bool = False) -> list[PluginInfo]:
+    """The loaded plugins; with ``failed``, also the skipped ones (their ``error`` says why)."""
     pm = get_plugin_manager()
     out = []
     for name, obj in pm.list_name_plugin():
-        if obj is None:  # blocked
+        if obj is None or name in _failed:  # blocked, or skipped when the registry was built
             continue
         out.append(_infos.get(name, PluginInfo(name, None, None, False)))
+    if failed:
+        out += list(_failed.values())
     return sorted(out, key=lambda i: (not i.builtin, i.name))

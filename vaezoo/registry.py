@@ -80,6 +80,7 @@ class Registry:
         name = name or getattr(target, "__name__", None)
         if not name:
             raise RegistryError(f"a {kind} registered by plugin {plugin!r} needs a name")
+        check_implements(kind, target, name, plugin)
         existing = self._entries[kind].get(name)
         if existing is not None:
             raise RegistryError(
@@ -87,6 +88,12 @@ class Registry:
             )
         self._entries[kind][name] = Entry(kind, name, target, plugin, dict(metadata), tuple(aliases))
         return target
+
+    def copy(self) -> Registry:
+        """A registry with the same entries (entries are immutable; the tables are new)."""
+        other = Registry()
+        other._entries = {kind: dict(entries) for kind, entries in self._entries.items()}
+        return other
 
     # -- reading -------------------------------------------------------------------------------
     def kinds(self) -> list[str]:
@@ -136,6 +143,30 @@ class Registry:
     def _check_kind(self, kind: str) -> None:
         if kind not in self._entries:
             raise RegistryError(unknown_name_message("component kind", kind, list(self._entries)))
+
+
+def check_implements(kind: str, target: Any, name: str, plugin: str) -> None:
+    """A class registered under a kind with an interface (:data:`vaezoo.interfaces.INTERFACES`) must subclass it and
+    implement its abstract methods (``forward``, ``example``, ...): refused at registration, in one line, rather
+    than at the first forward pass."""
+    from .interfaces import INTERFACES
+
+    interface = INTERFACES.get(kind)
+    if interface is None or not isinstance(target, type):
+        return
+    where = f"{kind} {name!r} (plugin {plugin!r})"
+    if not issubclass(target, interface):
+        raise RegistryError(f"{where}: {target.__qualname__} is not a subclass of vaezoo.interfaces.{interface.__name__}")
+    missing = [
+        attr
+        for attr in dir(interface)
+        if getattr(getattr(interface, attr, None), "__isabstractmethod__", False)
+        and getattr(getattr(target, attr, None), "__isabstractmethod__", False)
+    ]
+    if missing:
+        raise RegistryError(
+            f"{where}: {target.__qualname__} does not implement {', '.join(missing)} (abstract in {interface.__name__})"
+        )
 
 
 def _reexported(class_path: str, defining_module: str, qualname: str) -> bool:
