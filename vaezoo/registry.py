@@ -156,7 +156,9 @@ def check_implements(kind: str, target: Any, name: str, plugin: str) -> None:
         return
     where = f"{kind} {name!r} (plugin {plugin!r})"
     if not issubclass(target, interface):
-        raise RegistryError(f"{where}: {target.__qualname__} is not a subclass of vaezoo.interfaces.{interface.__name__}")
+        raise RegistryError(
+            f"{where}: {target.__qualname__} is not a subclass of vaezoo.interfaces.{interface.__name__}"
+        )
     missing = [
         attr
         for attr in dir(interface)
