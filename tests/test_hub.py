@@ -471,3 +471,37 @@ def test_convert_unknown_source_lists_choices(capsys, tmp_path):
         assert "unknown converter 'tset-source'; did you mean test-source" in err
         assert main(["convert", "test-source", str(tmp_path / "missing.pt"), str(tmp_path / "out")]) == 2
         assert "missing.pt' not found" in capsys.readouterr().err
+
+
+def test_a_saved_model_names_the_plugins_it_needs(tmp_path, monkeypatch):
+    from test_registry_plugins import WidePrior, _WidePriorPlugin
+
+    from vaezoo import plugins
+
+    with plugin(_WidePriorPlugin(), name="wide"):
+        torch.manual_seed(0)
+        folder = vaezoo.create(
+            "test-vae", prior={"class_path": "WidePrior", "init_args": {"scale": 3.0}}
+        ).save_pretrained(tmp_path / "wide")
+        record = json.loads((folder / "config.json").read_text())["plugins"]
+        assert record["WidePrior"] == {"plugin": "wide", "distribution": None, "version": None}
+        assert record["ConvVAE"] == {"plugin": "baselines", "distribution": "vaezoo", "version": vaezoo.__version__}
+        assert isinstance(vaezoo.load(str(folder)).prior, WidePrior)
+    with pytest.raises(
+        ConfigError, match=r"needs the plugin 'wide' \(it was registered in code, not installed\) for WidePrior$"
+    ):
+        vaezoo.load(str(folder))
+    config = json.loads((folder / "config.json").read_text())
+    config["plugins"]["WidePrior"].update(distribution="vaezoo-wide", version="1.2.0")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ConfigError, match=r"needs plugin vaezoo-wide \(pip install vaezoo-wide==1.2.0\) for WidePrior$"
+    ):
+        vaezoo.load(str(folder))
+    nvae = vaezoo.create("test-nvae").save_pretrained(tmp_path / "nvae")
+    monkeypatch.setenv("VAEZOO_BLOCK_PLUGINS", "nvae")
+    plugins.reset()
+    with pytest.raises(
+        ConfigError, match=r"needs plugin 'nvae', which VAEZOO_BLOCK_PLUGINS blocks, for .*DepthwiseResidualCell"
+    ):
+        vaezoo.load(str(nvae))

@@ -135,6 +135,7 @@ def load_folder(
     config = read_config(folder, where)
     weights = folder / WEIGHTS_NAME
     check_weights_file(weights, config["weights"], where)
+    _check_plugins(config, where)
     try:
         model = build(config["model"])
     except ConfigError as exc:
@@ -179,6 +180,35 @@ def model_folder(path: Path, where: str) -> Path:
             "vaezoo sample read its last checkpoint"
         )
     raise CheckpointError(f"{where}: missing {CONFIG_NAME}: not a saved model folder (nor a run folder with model/)")
+
+
+def _check_plugins(config: dict, where: str) -> None:
+    """Components the config names that no loaded plugin provides, when ``config.json`` records where they came from
+    (``plugins``, written since that record exists): one line naming the distribution to install."""
+    from ..plugins import BLOCK_ENV, blocked_plugins, get_registry, plugin_infos
+
+    record = config.get("plugins")
+    if not isinstance(record, dict):
+        return  # saved before the record existed: build() names the unknown component
+    registry = get_registry()
+    failed = {info.name: info.error for info in plugin_infos(failed=True) if info.error}
+    needed: dict[str, list[str]] = {}
+    for component, source in record.items():
+        if not isinstance(source, dict) or registry.find_class(component) is not None:
+            continue
+        dist, plugin = source.get("distribution"), source.get("plugin")
+        if plugin in blocked_plugins():
+            needed.setdefault(f"plugin {plugin!r}, which {BLOCK_ENV} blocks,", []).append(component)
+        elif plugin in failed:
+            needed.setdefault(f"plugin {plugin!r}, which failed to load ({failed[plugin]}),", []).append(component)
+        elif dist:
+            version = f"=={source['version']}" if source.get("version") else ""
+            needed.setdefault(f"plugin {dist} (pip install {dist}{version})", []).append(component)
+        else:
+            needed.setdefault(f"the plugin {plugin!r} (it was registered in code, not installed)", []).append(component)
+    if needed:
+        parts = [f"{what} for {', '.join(names)}" for what, names in needed.items()]
+        raise ConfigError(f"{where}: needs {'; '.join(parts)}")
 
 
 def _device(device: Any) -> torch.device:

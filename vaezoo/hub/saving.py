@@ -42,6 +42,7 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **card_
             "format_version": FORMAT_VERSION,
             "vaezoo_version": __version__,
             "model": spec,
+            "plugins": component_plugins(spec),
             "weights": {"sha256": sha256(weights), "size": weights.stat().st_size},
             "metadata": metadata,
         }
@@ -52,6 +53,34 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **card_
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def component_plugins(spec: Any) -> dict[str, dict[str, str | None]]:
+    """Which plugin, from which distribution at which version, provides each component a spec names: recorded in
+    ``config.json`` so that loading without that plugin can say what to install."""
+    from ..plugins import get_registry, plugin_infos
+
+    registry, infos = get_registry(), {info.name: info for info in plugin_infos()}
+    found: dict[str, dict[str, str | None]] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            entry = registry.find_class(value["class_path"]) if isinstance(value.get("class_path"), str) else None
+            if entry is not None:
+                info = infos.get(entry.plugin)
+                found[entry.name] = {
+                    "plugin": entry.plugin,
+                    "distribution": info.distribution if info else None,
+                    "version": info.version if info else None,
+                }
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(spec)
+    return dict(sorted(found.items()))
 
 
 def _model_spec(model: nn.Module) -> dict:
