@@ -31,6 +31,7 @@ LAYERS = [
     ("vaezoo.distributions", 3),
     ("vaezoo.plugins", 3),
     ("vaezoo.config", 3),
+    ("vaezoo.spec_check", 3),  # recipe structure checks against the registry and the interfaces
     ("vaezoo.hub", 4),
     ("vaezoo.models", 5),
     ("vaezoo.components", 6),

@@ -10,7 +10,7 @@ from vaezoo import hookimpl, plugins
 from vaezoo.cli import main
 from vaezoo.distributions import DiagonalNormal
 from vaezoo.errors import RegistryError
-from vaezoo.interfaces import Example, Prior
+from vaezoo.interfaces import INTERFACES, Example, Prior
 from vaezoo.registry import Registry
 
 
@@ -201,7 +201,7 @@ def test_registration_refuses_a_class_that_does_not_implement_its_kind():
         def forward(self, state, latent_shape, temperature=1.0):
             raise NotImplementedError
 
-    registry = Registry()
+    registry = Registry(INTERFACES)
     with pytest.raises(
         RegistryError, match=r"^prior 'Empty' \(plugin 'p'\): .*Empty does not implement example, forward"
     ):

@@ -76,6 +76,48 @@ def current_class_paths(spec: Any, registry: Registry) -> Any:
     return spec
 
 
+def merge_spec(base: Any, override: Any) -> Any:
+    """``override`` laid over ``base`` as overlays compose: mappings merge key by key, a component whose
+    ``class_path`` changes is replaced whole (its old arguments belong to the old class), anything else replaces."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    if "class_path" in override and override["class_path"] != base.get("class_path"):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        merged[key] = merge_spec(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
+def expand_preset(spec: Any, registry: Registry, where: str = "model") -> Any:
+    """``{preset: NAME, init_args: {...}}`` -> the preset's model spec with those init_args laid over it
+    (:func:`merge_spec`): a recipe names a registered architecture and changes only what differs."""
+    if not isinstance(spec, dict) or "preset" not in spec:
+        return spec
+    name = spec["preset"]
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.preset: expected a preset name, got {name!r}")
+    unknown = set(spec) - {"preset", "init_args"}
+    if unknown:
+        raise ConfigError(f"{where}: a preset takes init_args only, got {', '.join(sorted(map(str, unknown)))}")
+    if name not in registry.names("preset"):
+        raise ConfigError(f"{where}.preset: " + unknown_name_message("preset", name, registry.names("preset")))
+    overrides = spec.get("init_args", {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}.init_args: expected a mapping of arguments, got {type(overrides).__name__}")
+    return merge_spec(registry.get("preset", name).target(), {"init_args": overrides})
+
+
+def expand_recipe_presets(document: Any, registry: Registry) -> Any:
+    """A recipe or overlay whose ``model`` names a preset, or a ``--model`` value that does, with the preset
+    expanded (:func:`expand_preset`); anything else as it is."""
+    if isinstance(document, dict) and isinstance(document.get("model"), dict) and "preset" in document["model"]:
+        return {**document, "model": expand_preset(document["model"], registry)}
+    if isinstance(document, dict) and "preset" in document and "class_path" not in document:
+        return expand_preset(document, registry)
+    return document
+
+
 #: the jsonargparse parser mode of vaezoo's command line: YAML, with moved class paths brought up to date, so a
 #: recipe or a run's config.yaml written before a component moved still parses (``vaezoo fit ... --resume``)
 RECIPE_MODE = "vaezoo_yaml"
@@ -90,7 +132,8 @@ def register_recipe_mode() -> str:
         yaml_load = get_loader("yaml")
 
         def load(text: str) -> Any:
-            return current_class_paths(yaml_load(text), get_registry())
+            registry = get_registry()
+            return current_class_paths(expand_recipe_presets(yaml_load(text), registry), registry)
 
         set_loader(RECIPE_MODE, load, exceptions=get_loader_exceptions("yaml"))
         set_dumper(RECIPE_MODE, dumpers["yaml"])

@@ -140,7 +140,9 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
     """Each plugin's hooks are called on their own (pluggy's combined call would lose who registered what), into a
     scratch registry first: a plugin whose hooks raise, or that clashes with a name registered before it, is skipped
     whole and reported (:func:`_fail`), so that no half of a plugin is ever registered."""
-    registry = Registry()
+    from .interfaces import INTERFACES  # torch, only once a registry is built (not for --version)
+
+    registry = Registry(INTERFACES)
     order = [name for name, plugin in pm.list_name_plugin() if plugin is not None]
     order.sort(key=lambda name: not _infos.get(name, PluginInfo(name, None, None, False)).builtin)
     for owner in order:

@@ -59,10 +59,14 @@ class Entry:
 
 
 class Registry:
-    """Components by kind and name. Build one with :func:`vaezoo.plugins.get_registry`."""
+    """Components by kind and name. Build one with :func:`vaezoo.plugins.get_registry`.
 
-    def __init__(self) -> None:
+    ``interfaces`` maps a kind to the class its components must subclass (``vaezoo.interfaces.INTERFACES``; given
+    by the caller, so that this foundation module imports nothing of the layers above it)."""
+
+    def __init__(self, interfaces: dict[str, type] | None = None) -> None:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._interfaces: dict[str, type] = dict(interfaces or {})
 
     # -- writing -------------------------------------------------------------------------------
     def register(
@@ -80,7 +84,7 @@ class Registry:
         name = name or getattr(target, "__name__", None)
         if not name:
             raise RegistryError(f"a {kind} registered by plugin {plugin!r} needs a name")
-        check_implements(kind, target, name, plugin)
+        check_implements(self._interfaces.get(kind), kind, target, name, plugin)
         existing = self._entries[kind].get(name)
         if existing is not None:
             raise RegistryError(
@@ -91,7 +95,7 @@ class Registry:
 
     def copy(self) -> Registry:
         """A registry with the same entries (entries are immutable; the tables are new)."""
-        other = Registry()
+        other = Registry(self._interfaces)
         other._entries = {kind: dict(entries) for kind, entries in self._entries.items()}
         return other
 
@@ -145,13 +149,10 @@ class Registry:
             raise RegistryError(unknown_name_message("component kind", kind, list(self._entries)))
 
 
-def check_implements(kind: str, target: Any, name: str, plugin: str) -> None:
+def check_implements(interface: type | None, kind: str, target: Any, name: str, plugin: str) -> None:
     """A class registered under a kind with an interface (:data:`vaezoo.interfaces.INTERFACES`) must subclass it and
     implement its abstract methods (``forward``, ``example``, ...): refused at registration, in one line, rather
     than at the first forward pass."""
-    from .interfaces import INTERFACES
-
-    interface = INTERFACES.get(kind)
     if interface is None or not isinstance(target, type):
         return
     where = f"{kind} {name!r} (plugin {plugin!r})"

@@ -9,7 +9,14 @@ from typing import Any
 import yaml
 from jsonargparse import ActionConfigFile
 
-from ..config import namespace_to_dict, one_line, resolve_class_paths, restrict_value_imports, short_spec
+from ..config import (
+    expand_recipe_presets,
+    namespace_to_dict,
+    one_line,
+    resolve_class_paths,
+    restrict_value_imports,
+    short_spec,
+)
 from ..errors import ConfigError, VaezooError
 from ..hardware import check_device
 from ..interfaces import DataModule, GenerativeModel, Objective
@@ -90,7 +97,8 @@ def instantiate_recipe(parser, cfg):
 def check_recipe_argv(argv: list[str], parser) -> None:
     """The recipe files, overlays and dotted values of a command line, in the order jsonargparse applies them, checked
     for their structure (:mod:`vaezoo.spec_check`): the first problem is one line naming its key path."""
-    checker = RecipeChecker(RecipeShape.of_parser(parser), get_registry())
+    registry = get_registry()
+    checker = RecipeChecker(RecipeShape.of_parser(parser), registry)
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -106,7 +114,10 @@ def check_recipe_argv(argv: list[str], parser) -> None:
         if option == "config":
             path = Path(text)
             if path.is_file():
-                checker.check_document(_load_yaml(path.read_text(encoding="utf-8", errors="replace")), text)
+                document = _load_yaml(path.read_text(encoding="utf-8", errors="replace"))
+                checker.check_document(expand_recipe_presets(document, registry), text)
+        elif option == "model":
+            checker.check_entry("model", expand_recipe_presets(_load_yaml(text, fallback=text), registry))
         elif "." in option:
             checker.check_dotted(option, _load_yaml(text, fallback=text))
 
