@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.distributions import MultivariateNormal, Normal
 from torch.utils.data import TensorDataset
 
-from vaezoo.evaluation.metrics import EvaluationResult, evaluate, importance_samples, iw_log_likelihood
+from vaezoo.evaluation.metrics import EvaluationResult, active_units, evaluate, importance_samples, iw_log_likelihood
 from vaezoo.interfaces import GenerativeModel, Likelihood, ModelOutput
 
 D_LATENT, IMAGE_SHAPE, NOISE_STD = 4, (1, 2, 3), 0.7
@@ -48,8 +48,9 @@ class LinearGaussian(GenerativeModel):
 
     image_shape = IMAGE_SHAPE
 
-    def __init__(self, exact: bool = True, seed: int = 0) -> None:
+    def __init__(self, exact: bool = True, seed: int = 0, log_p_exact: bool | None = None) -> None:
         super().__init__()
+        self.log_p_exact = log_p_exact  # what the output's extras say (None: nothing)
         g = torch.Generator().manual_seed(seed)
         self.W = torch.nn.Parameter(torch.randn(D_DATA, D_LATENT, generator=g, dtype=torch.float64) * 0.8)
         self.b = torch.nn.Parameter(torch.randn(D_DATA, generator=g, dtype=torch.float64) * 0.5)
@@ -81,7 +82,15 @@ class LinearGaussian(GenerativeModel):
         log_q = q.log_prob(z)
         log_p = Normal(0.0, 1.0).log_prob(z).sum(1)
         kl = torch.stack([log_q - log_p, torch.zeros_like(log_q)])  # one-sample estimate, all in the first row
-        return ModelOutput(recon=recon, kl=kl, log_q=log_q, log_p=log_p, params=params, noise=list(noise or []))
+        extras = {} if self.log_p_exact is None else {"log_p_exact": self.log_p_exact}
+        return ModelOutput(
+            recon=recon, kl=kl, log_q=log_q, log_p=log_p, params=params, noise=list(noise or []), extras=extras
+        )
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The exact posterior means of the two groups."""
+        mean, _ = self.posterior(x)
+        return list(mean.float().split([s[1] for s in self.latent_shapes(1)], dim=1))
 
     def sample_params(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
         raise NotImplementedError
@@ -177,4 +186,47 @@ def test_bits_per_dim_of_given_nats():
     assert result.describe() == "test NELBO 14.4270 bits/dim, test IW-NLL (k=10) 12.9843 bits/dim on 1 examples"
     nats = EvaluationResult(elbo_nats=-80.5, iw_nll_nats=79.25, k=3, num_examples=2, scored_dims=784, unit="nats")
     assert nats.describe() == "test ELBO -80.50 nats, test IW-NLL (k=3) 79.25 nats on 2 examples"
-    assert EvaluationResult(-1.0, None, 0, 1, 1, "bits/dim").iw_nll_bpd is None
+    without_iw = EvaluationResult(-1000.0, None, 0, 1, 100, "bits/dim")
+    assert without_iw.iw_nll_bpd is None
+    assert without_iw.describe() == "test NELBO 14.4270 bits/dim on 1 examples"
+    assert without_iw.as_dict() == {
+        "elbo_nats": -1000.0, "iw_nll_nats": None, "k": 0, "num_examples": 1, "scored_dims": 100, "unit": "bits/dim",
+        "nelbo_bpd": pytest.approx(14.426950408889634, rel=1e-12), "iw_nll_bpd": None,
+    }  # fmt: skip
+    assert EvaluationResult(-80.5, None, 0, 2, 784, "nats").describe() == "test ELBO -80.50 nats on 2 examples"
+
+
+def test_an_estimate_right_only_in_expectation_is_refused():
+    """An output that says its log p is not exact (a denoising estimate, training mode) cannot be importance
+    weighted; one that says it is exact, or says nothing, can."""
+    x = _data(2)
+    with pytest.raises(ValueError, match="right only in expectation"):
+        iw_log_likelihood(LinearGaussian(log_p_exact=False), x, 2)
+    for flag in (True, None):
+        model = LinearGaussian(log_p_exact=flag)
+        torch.testing.assert_close(iw_log_likelihood(model, x, 2).double(), exact_log_p(model, x), rtol=0, atol=1e-4)
+
+
+def test_the_progress_callback_counts_every_scored_pair():
+    """``on_samples(n)`` after each pass, n = (samples in the pass) x (examples): k x B in all."""
+    model, x = LinearGaussian(), _data(3)
+    seen = []
+    iw_log_likelihood(model, x, 7, max_batch=6, on_samples=seen.append)  # two samples per pass: 2, 2, 2, 1
+    assert seen == [6, 6, 6, 3]
+
+
+def test_active_units_count_the_latents_the_data_move():
+    """A latent whose column of W is zero never reaches x: its exact posterior mean is 0 for every example (inactive);
+    the others' means vary across the data with variance well above the 0.01 threshold. Zeroing latent 3 (second
+    group) and latent 0 (first group) leaves [1, 1] active; zeroing none leaves [2, 2]."""
+    x = _data(200, seed=4)
+    model = LinearGaussian()
+    assert active_units(model, TensorDataset(x), max_examples=150) == [2, 2]
+    with torch.no_grad():
+        model.W[:, 3] = 0.0
+        model.W[:, 0] = 0.0
+    assert active_units(model, TensorDataset(x), max_examples=150) == [1, 1]
+    means = torch.cat(model.encode(x[:150]), 1)
+    assert means[:, [0, 3]].abs().max() < 1e-6 and means[:, [1, 2]].var(0).min() > 0.05
+    # a threshold above every variance leaves none active
+    assert active_units(model, TensorDataset(x), threshold=1e6) == [0, 0]
