@@ -32,13 +32,19 @@ def _official_adamax(param, grad, state, *, lr, betas, eps, weight_decay):
     [None, [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9]}]],
     ids=["one-adamax", "param-groups"],
 )
-def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups):
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups, foreach):
+    """``trainer.adamax_foreach`` picks torch's multi-tensor Adamax (true) or the per-parameter loop (false): the same
+    official update either way."""
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
     objective = ELBO()
     settings = dict(lr=0.05, weight_decay=0.1, adamax_eps=1e-3, betas=(0.9, 0.999))
-    trainer = Trainer(max_steps=3, lr_schedule="constant", device="cpu", param_groups=param_groups, **settings)
+    trainer = Trainer(
+        max_steps=3, lr_schedule="constant", device="cpu", param_groups=param_groups, adamax_foreach=foreach, **settings
+    )
     trainer.prepare(model, objective, data_batch_size=4, num_examples=8)
+    assert all(group["foreach"] is foreach for group in trainer.optimizer.param_groups)
     group_of = {}  # name -> the settings it must train with
     for name, _ in model.named_parameters():
         own = param_groups and name.startswith("decoder.")
