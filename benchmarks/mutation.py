@@ -99,11 +99,11 @@ def _summary(folder: Path) -> dict:
     counts: dict[str, int] = {}
     for verdict in status.values():
         counts[verdict] = counts.get(verdict, 0) + 1
-    scored = sum(n for v, n in counts.items() if v in ("killed", "survived", "timeout"))
+    # a mutant no listed test reaches ("no tests") counts as surviving; a timeout (an endless loop) as killed
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     return {
         "counts": counts,
-        "score": killed / scored if scored else None,
+        "score": killed / len(status) if status else None,
         "survived": sorted(n for n, v in status.items() if v in ("survived", "no tests")),
     }
 
