@@ -187,3 +187,30 @@ def test_keep_freed_memory_configures_glibc_once():
     assert memory.keep_freed_memory() is applied  # idempotent
     trainer = _trainer(keep_freed_memory=False)
     assert trainer.keep_freed_memory is False
+
+
+def test_emulated_bf16_is_warned_about_before_the_first_step(tmp_path, monkeypatch, capsys):
+    """``precision: bf16`` on a CPU without native bfloat16: one warning line on stderr before any step is taken; in
+    fp32, none (the warning's own conditions are tests/test_speed_levers.py's)."""
+    from vaezoo import hardware
+
+    seen_at_first_step = []
+    real_step = Trainer.train_step
+
+    def train_step(self, micro_batches, step):
+        if step == 0:
+            seen_at_first_step.append(capsys.readouterr().err)
+        return real_step(self, micro_batches, step)
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    for native, precision, warned in [(False, "bf16", True), (False, "fp32", False)]:
+        monkeypatch.setattr(hardware, "native_bf16", lambda native=native: native)
+        model, data = _setup()
+        _trainer(max_steps=1, precision=precision, device="cpu").fit(model, FaultyELBO(), data, tmp_path / precision)
+        before = seen_at_first_step.pop()
+        lines = [line for line in before.splitlines() if "bf16" in line]
+        if warned:
+            assert len(lines) == 1 and lines[0].startswith("warning: precision bf16 on a CPU without native bfloat16")
+            assert "emulated and slower than fp32; use --trainer.precision fp32" in lines[0]
+        else:
+            assert lines == []
