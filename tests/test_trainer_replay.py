@@ -27,10 +27,25 @@ def _official_adamax(param, grad, state, *, lr, betas, eps, weight_decay):
     return param.double() - lr / (1 - b1 ** state["t"]) * state["m"] / state["u"]
 
 
+def _official_adam(param, grad, state, *, lr, betas, eps, weight_decay):
+    """One update of the published Adam with L2 weight decay (bias-corrected moments), written out."""
+    b1, b2 = betas
+    grad = grad.double() + weight_decay * param.double()
+    state["t"] = state.get("t", 0) + 1
+    state["m"] = b1 * state.get("m", torch.zeros_like(grad)) + (1 - b1) * grad
+    state["v"] = b2 * state.get("v", torch.zeros_like(grad)) + (1 - b2) * grad * grad
+    m_hat, v_hat = state["m"] / (1 - b1 ** state["t"]), state["v"] / (1 - b2 ** state["t"])
+    return param.double() - lr * m_hat / (v_hat.sqrt() + eps)
+
+
 @pytest.mark.parametrize(
     "param_groups",
-    [None, [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9]}]],
-    ids=["one-adamax", "param-groups"],
+    [
+        None,
+        [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9]}],
+        [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9], "optimizer": "adam"}],
+    ],
+    ids=["one-adamax", "param-groups", "adam-group"],
 )
 @pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
 def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups, foreach):
@@ -49,6 +64,7 @@ def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups,
     for name, _ in model.named_parameters():
         own = param_groups and name.startswith("decoder.")
         group_of[name] = {
+            "rule": _official_adam if own and param_groups[0].get("optimizer") == "adam" else _official_adamax,
             "lr": 0.02 if own else settings["lr"],
             "weight_decay": 0.2 if own else settings["weight_decay"],
             "betas": (0.8, 0.9) if own else settings["betas"],
@@ -62,7 +78,7 @@ def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups,
         assert applied
         for name, p in model.named_parameters():
             g = group_of[name]
-            expected = _official_adamax(
+            expected = g["rule"](
                 before[name], p.grad, states[name], lr=g["lr"], betas=g["betas"], eps=1e-3,
                 weight_decay=g["weight_decay"],
             )  # fmt: skip
