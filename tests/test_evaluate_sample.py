@@ -98,3 +98,21 @@ def test_evaluation_follows_the_model_memory_format_and_device():
     assert not is_channels_last(model)
     assert is_channels_last(model.to(memory_format=torch.channels_last))
     assert default_max_batch(torch.device("cpu")) == 200 and default_max_batch(torch.device("cuda")) == 2000
+
+
+def test_evaluate_lowers_k_to_the_models_limit_with_a_note(tmp_path, capsys, monkeypatch):
+    """A model whose evaluation protocol caps k (``max_k``, e.g. an ODE per importance sample) is evaluated at that k,
+    with a note naming both values and the model's reason; a smaller --k is kept as given."""
+    from vaezoo_baselines import ConvVAE
+
+    folder = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(ConvVAE, "evaluation_protocol", lambda self: {"max_k": 3, "why": "each sample is costly"})
+    data = json.dumps({"class_path": "RandomImages", "init_args": {"image_shape": [1, 28, 28], "num_examples": 4,
+                                                                   "batch_size": 4, "binary": True}})  # fmt: skip
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(folder), "--k", "50", "--data", data, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: --k 50 lowered to 3 for this model: each sample is costly" in printed
+    assert "IW-NLL (k=3)" in printed and json.loads(out.read_text())["k"] == 3
+    assert main(["evaluate", str(folder), "--k", "2", "--data", data, "--out", str(out)]) == 0
+    assert "lowered" not in capsys.readouterr().out and json.loads(out.read_text())["k"] == 2

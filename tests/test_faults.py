@@ -210,6 +210,28 @@ def test_kill_9_then_resume_is_exact(tmp_path, reference, kills):
     assert _loss_steps(run_dir) == list(range(1, 11))  # each step's record once, whatever was replayed
 
 
+@pytest.mark.parametrize("target", ["checkpoint_write", "checkpoint_rename"])
+def test_kill_9_mid_save_with_keep_last_1_keeps_the_previous_checkpoint(tmp_path, reference, target):
+    """With ``keep_last: 1`` the one checkpoint on disk is the only way back: a kill in the middle of writing the next
+    one (its bytes half written, or written but not yet renamed) leaves it in place, complete, and the run resumes
+    from it to the same end as an uninterrupted run."""
+    args = [
+        *ARGS[: ARGS.index("--trainer.keep_last")],
+        "--trainer.keep_last",
+        "1",
+        *ARGS[ARGS.index("--trainer.keep_last") + 2 :],
+    ]
+    run_dir = tmp_path / "run"
+    result = _run(run_dir, (target, "3"), args=args)  # killed while saving step 6
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    assert [step for step, _ in list_checkpoints(run_dir / "checkpoints")] == [4]
+    assert load_checkpoint(run_dir / "checkpoints" / "step_00000004.pt")["step"] == 4
+    final = _kill_and_resume(run_dir, [], args=args)
+    assert [step for step, _ in list_checkpoints(run_dir / "checkpoints")] == [10]
+    _assert_bitwise_equal(final, reference)
+    assert _loss_steps(run_dir) == list(range(1, 11))
+
+
 def test_nvae_kill_9_mid_run_then_resume_is_exact(tmp_path):
     """The tiny NVAE recipe (BatchNorm, spectral regulariser state, KL schedule) through the CLI: killed at step 5,
     resumed from the checkpoint at step 3, it ends where an uninterrupted run does, bit for bit."""

@@ -141,6 +141,26 @@ def test_resume_is_bitwise_exact(tmp_path, capsys):
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert torch.equal(a["rng"]["torch"][0], b["rng"]["torch"][0])
+    # everything a checkpoint holds, not only the weights: optimiser moments and step counts, scaler, EMA, objective
+    # state, both random streams and the loop's counters
+    assert a["optimizer"]["state"] and a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    _assert_same_state(a, b)
+
+
+def _assert_same_state(a, b, where="checkpoint"):
+    """Equal nested containers, tensors bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):

@@ -75,9 +75,12 @@ def test_bn_swish_falls_back_to_native_in_eval_and_without_grad():
             layer(x)
         layer.eval()
         layer(x.requires_grad_())
+        assert not calls
+        layer.train()  # the positive control: training with gradients takes the recomputing function, once
+        layer(x)
     finally:
         norm_module.BatchNormSwishFunction.apply = original
-    assert not calls
+    assert calls == [1]
 
 
 def test_bn_swish_lever_through_the_trainer():

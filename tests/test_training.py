@@ -68,6 +68,38 @@ def test_repeated_bad_steps_roll_back_with_lower_lr_then_recover(tmp_path):
     assert [r["step"] for r in _records(tmp_path) if "loss" in r] == list(range(1, 9))
 
 
+def test_resume_after_a_rollback_keeps_the_reduced_learning_rate(tmp_path):
+    """A rollback halves the learning rate for the rest of the run: a checkpoint taken after it carries the factor,
+    and a run resumed from there trains at the reduced rate, ending where the uninterrupted run ends (weights,
+    optimiser moments and step counts), bit for bit."""
+    import shutil
+
+    from vaezoo.training.checkpoint import checkpoint_path, load_checkpoint
+
+    settings = dict(max_steps=8, max_consecutive_bad_steps=3, lr_schedule="constant", lr=1e-2)
+    model, data = _setup()
+    _trainer(**settings).fit(model, FaultyELBO(bad_calls={5, 6, 7}), data, tmp_path / "full")
+    full = load_checkpoint(checkpoint_path(tmp_path / "full" / "checkpoints", 8))
+    assert full["rollbacks"] == 1 and full["lr_scale"] == 0.5
+    assert load_checkpoint(checkpoint_path(tmp_path / "full" / "checkpoints", 6))["lr_scale"] == 0.5  # after it
+
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    checkpoint_path(tmp_path / "resumed" / "checkpoints", 8).unlink()  # as if stopped after the step-6 checkpoint
+    model, data = _setup()
+    trainer = _trainer(**settings)
+    summary = trainer.fit(model, FaultyELBO(), data, tmp_path / "resumed", resume=True)
+    assert summary == {"step": 8, "skipped_steps": 3, "rollbacks": 1} and trainer.state["lr_scale"] == 0.5
+    replayed = [r for r in _records(tmp_path / "resumed") if "loss" in r and r["step"] > 6]
+    assert [(r["step"], r["lr"]) for r in replayed] == [(7, 0.5e-2), (8, 0.5e-2)]
+    resumed = load_checkpoint(checkpoint_path(tmp_path / "resumed" / "checkpoints", 8))
+    for key, value in full["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for index, state in full["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(resumed["optimizer"]["state"][index][name], value), (index, name)
+    assert resumed["optimizer"]["param_groups"] == full["optimizer"]["param_groups"]
+
+
 def test_persistent_divergence_stops_with_a_clear_message(tmp_path):
     model, data = _setup()
     trainer = _trainer(max_steps=50, max_consecutive_bad_steps=3, max_rollbacks=2)
@@ -155,3 +187,30 @@ def test_keep_freed_memory_configures_glibc_once():
     assert memory.keep_freed_memory() is applied  # idempotent
     trainer = _trainer(keep_freed_memory=False)
     assert trainer.keep_freed_memory is False
+
+
+def test_emulated_bf16_is_warned_about_before_the_first_step(tmp_path, monkeypatch, capsys):
+    """``precision: bf16`` on a CPU without native bfloat16: one warning line on stderr before any step is taken; in
+    fp32, none (the warning's own conditions are tests/test_speed_levers.py's)."""
+    from vaezoo import hardware
+
+    seen_at_first_step = []
+    real_step = Trainer.train_step
+
+    def train_step(self, micro_batches, step):
+        if step == 0:
+            seen_at_first_step.append(capsys.readouterr().err)
+        return real_step(self, micro_batches, step)
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    for native, precision, warned in [(False, "bf16", True), (False, "fp32", False)]:
+        monkeypatch.setattr(hardware, "native_bf16", lambda native=native: native)
+        model, data = _setup()
+        _trainer(max_steps=1, precision=precision, device="cpu").fit(model, FaultyELBO(), data, tmp_path / precision)
+        before = seen_at_first_step.pop()
+        lines = [line for line in before.splitlines() if "bf16" in line]
+        if warned:
+            assert len(lines) == 1 and lines[0].startswith("warning: precision bf16 on a CPU without native bfloat16")
+            assert "emulated and slower than fp32; use --trainer.precision fp32" in lines[0]
+        else:
+            assert lines == []

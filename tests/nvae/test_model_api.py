@@ -40,15 +40,20 @@ def test_decode_of_encode_is_the_zero_noise_reconstruction(model):
 
 
 def test_per_group_temperature(model):
+    """Temperature t on a group scales its prior's standard deviation: with noise eps_g, sampling at temperatures
+    [t_0, t_1, ...] (top first) is sampling at temperature 1 with the hand-scaled noise [t_0 eps_0, t_1 eps_1, ...]."""
     model.eval()
     noise = [torch.randn(s) for s in model.latent_shapes(2)]
     groups = len(noise)
+    temperatures = [0.3, 0.9, 0.6, 1.2, 0.5][:groups]
+    assert groups >= 3 and len(set(temperatures)) == groups
     with torch.no_grad():
+        listed = model.sample_params(2, temperatures, noise)
+        by_hand = model.sample_params(2, 1.0, [t * eps for t, eps in zip(temperatures, noise, strict=True)])
         same = model.sample_params(2, 0.7, noise)
-        listed = model.sample_params(2, [0.7] * groups, noise)
-        mixed = model.sample_params(2, [0.7] * (groups - 1) + [0.1], noise)
-    torch.testing.assert_close(same, listed)
-    assert not torch.allclose(same, mixed)
+        scaled = model.sample_params(2, 1.0, [0.7 * eps for eps in noise])
+    torch.testing.assert_close(listed, by_hand, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(same, scaled, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="temperatures given"):
         model.sample_params(2, [0.7], noise)
 

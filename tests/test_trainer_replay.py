@@ -1,0 +1,124 @@
+"""The trainer's own step, replayed by hand against the official rules: the Adamax update (L2 weight decay added to
+the gradient, eps 1e-3, bias correction of the first moment) through the optimiser the trainer builds, with and
+without per-component parameter groups; and the KL warm-up coefficient each step of a run sees, against NVAE's
+schedule ``max(min((i - c T) / (a T), 1), m)`` at the step's index i (0 for the first update)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from vaezoo_datasets import RandomImages
+
+import vaezoo
+from vaezoo.components import ELBO
+from vaezoo.training import Trainer
+
+
+def _official_adamax(param, grad, state, *, lr, betas, eps, weight_decay):
+    """One update of the published Adamax with L2 weight decay, written out (float64 state)."""
+    b1, b2 = betas
+    grad = grad.double() + weight_decay * param.double()
+    state["t"] = state.get("t", 0) + 1
+    state["m"] = b1 * state.get("m", torch.zeros_like(grad)) + (1 - b1) * grad
+    state["u"] = torch.maximum(b2 * state.get("u", torch.zeros_like(grad)), grad.abs() + eps)
+    return param.double() - lr / (1 - b1 ** state["t"]) * state["m"] / state["u"]
+
+
+def _official_adam(param, grad, state, *, lr, betas, eps, weight_decay):
+    """One update of the published Adam with L2 weight decay (bias-corrected moments), written out."""
+    b1, b2 = betas
+    grad = grad.double() + weight_decay * param.double()
+    state["t"] = state.get("t", 0) + 1
+    state["m"] = b1 * state.get("m", torch.zeros_like(grad)) + (1 - b1) * grad
+    state["v"] = b2 * state.get("v", torch.zeros_like(grad)) + (1 - b2) * grad * grad
+    m_hat, v_hat = state["m"] / (1 - b1 ** state["t"]), state["v"] / (1 - b2 ** state["t"])
+    return param.double() - lr * m_hat / (v_hat.sqrt() + eps)
+
+
+@pytest.mark.parametrize(
+    "param_groups",
+    [
+        None,
+        [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9]}],
+        [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9], "optimizer": "adam"}],
+    ],
+    ids=["one-adamax", "param-groups", "adam-group"],
+)
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups, foreach):
+    """``trainer.adamax_foreach`` picks torch's multi-tensor Adamax (true) or the per-parameter loop (false): the same
+    official update either way."""
+    torch.manual_seed(0)
+    model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
+    objective = ELBO()
+    settings = dict(lr=0.05, weight_decay=0.1, adamax_eps=1e-3, betas=(0.9, 0.999))
+    trainer = Trainer(
+        max_steps=3, lr_schedule="constant", device="cpu", param_groups=param_groups, adamax_foreach=foreach, **settings
+    )
+    trainer.prepare(model, objective, data_batch_size=4, num_examples=8)
+    assert all(group["foreach"] is foreach for group in trainer.optimizer.param_groups)
+    group_of = {}  # name -> the settings it must train with
+    for name, _ in model.named_parameters():
+        own = param_groups and name.startswith("decoder.")
+        group_of[name] = {
+            "rule": _official_adam if own and param_groups[0].get("optimizer") == "adam" else _official_adamax,
+            "lr": 0.02 if own else settings["lr"],
+            "weight_decay": 0.2 if own else settings["weight_decay"],
+            "betas": (0.8, 0.9) if own else settings["betas"],
+        }
+    assert any(g["weight_decay"] == 0.2 for g in group_of.values()) == bool(param_groups)
+    states = {name: {} for name in group_of}
+    x = torch.rand(4, *model.image_shape).round()
+    for step in range(3):
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        _, _, _, applied = trainer.train_step([x], step)
+        assert applied
+        for name, p in model.named_parameters():
+            g = group_of[name]
+            expected = g["rule"](
+                before[name], p.grad, states[name], lr=g["lr"], betas=g["betas"], eps=1e-3,
+                weight_decay=g["weight_decay"],
+            )  # fmt: skip
+            torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-7, msg=(step, name))
+
+
+def _kl_coeffs(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["kl_coeff"] for r in records if "kl_coeff" in r}
+
+
+def test_nvae_kl_warmup_coefficient_at_each_step_of_a_run(tmp_path):
+    """NVAE's schedule over a 10-step run (T = 10): anneal portion 0.5, constant portion 0.2, minimum 0.05. The record
+    of step s (after s updates) holds the coefficient of update index i = s - 1."""
+    torch.manual_seed(0)
+    model = vaezoo.create("test-nvae")
+    objective = vaezoo.build(
+        {"class_path": "NVAEObjective", "init_args": {"kl_anneal_portion": 0.5, "kl_const_portion": 0.2,
+                                                      "kl_const_coeff": 0.05}},
+        kind="objective",
+    )  # fmt: skip
+    data = RandomImages(image_shape=(1, 8, 8), num_examples=16, batch_size=4, binary=True)
+    trainer = Trainer(max_steps=10, checkpoint_every=0, log_every=1, progress=False, tensorboard=False, device="cpu")
+    trainer.fit(model, objective, data, tmp_path / "run")
+    T = 10
+    expected = {s: max(min((s - 1 - 0.2 * T) / (0.5 * T), 1.0), 0.05) for s in range(1, 11)}
+    assert expected[1] == 0.05 and expected[4] == pytest.approx(0.2) and expected[8] == 1.0  # the three phases
+    got = _kl_coeffs(tmp_path / "run")
+    assert got.keys() == expected.keys()
+    for s in expected:
+        assert got[s] == pytest.approx(expected[s], abs=1e-12), s
+
+
+def test_linear_kl_warmup_coefficient_at_each_step_of_a_run(tmp_path):
+    """The generic ELBO: ``beta * min(1, i / warmup)`` at update index i, with beta 0.8 and a 4-step warm-up."""
+    torch.manual_seed(0)
+    model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
+    data = RandomImages(image_shape=(1, 28, 28), num_examples=16, batch_size=4, binary=True)
+    trainer = Trainer(max_steps=6, checkpoint_every=0, log_every=1, progress=False, tensorboard=False, device="cpu")
+    trainer.fit(model, ELBO(beta=0.8, kl_warmup_steps=4), data, tmp_path / "run")
+    got = _kl_coeffs(tmp_path / "run")
+    assert got == pytest.approx({1: 0.0, 2: 0.2, 3: 0.4, 4: 0.6, 5: 0.8, 6: 0.8}, abs=1e-12)
+    assert math.isclose(got[3], 0.8 * 2 / 4)
