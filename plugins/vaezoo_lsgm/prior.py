@@ -20,9 +20,9 @@ s]``)::
 
 The last term integrates in closed form for a VP SDE (``D/2 log(var_eps / var_1)``) and ``CE(q_1, N(0, I))`` is
 estimated from ``z_0`` as ``D/2 log 2 pi + 1/2 (alpha_1^2 ||z_0||^2 + D var_1)``. The likelihood weighting
-``g^2 / (2 var_t)`` is importance-sampled: ``t`` is drawn with density proportional to ``g^2 / var_t``, whose
-antiderivative is ``logit(var_t)``, so the weight becomes the constant ``(logit var_1 - logit var_eps) / 2`` (the
-paper's variance reduction); without importance sampling ``t`` is uniform on ``[time_eps, 1]`` and the weight is
+``g^2 / (2 var_t)`` is importance-sampled as in the paper: ``log var_t`` is drawn uniformly between its values at
+``time_eps`` and 1, and the weight is ``(log var_1 - log var_eps) / (2 (1 - var_t))``; where the denoising error goes
+as ``1 - var_t`` (near N(0, I)) the weighted integrand is then nearly constant in t (see :meth:`sample_time`); without importance sampling ``t`` is uniform on ``[time_eps, 1]`` and the weight is
 ``(1 - time_eps) g^2 / (2 var_t)``. The estimate is right in expectation only, so the model marks it as not to be
 used inside an importance-weighted logsumexp (``exact_in_training = False``).
 
@@ -122,13 +122,19 @@ class ScorePrior(JointPrior):
     # -- denoising score matching --------------------------------------------------------------------------------
     def sample_time(self, n: int, device: torch.device, importance_sampling: bool) -> tuple[Tensor, Tensor]:
         """``(t, weight)``, float64 ``[n]``: ``E[weight * ||noise - eps_pred||^2]`` is the likelihood-weighted
-        integral ``int_{time_eps}^1 g^2 / (2 var_t) E||noise - eps_pred||^2 dt``."""
+        integral ``int_{time_eps}^1 g^2 / (2 var_t) E||noise - eps_pred||^2 dt``.
+
+        With importance sampling (the paper's), ``log var_t`` is uniform on ``[log var_eps, log var_1]``: the
+        density of t is ``g^2 (1 - var_t) / (var_t Dlog)`` with ``Dlog = log var_1 - log var_eps``, and the weight
+        ``Dlog / (2 (1 - var_t))``. The error of a prediction near the Normal one goes as ``(1 - var_t)``, so the
+        weighted integrand is nearly constant in t (for N(0, I) latents at mixing 0 it is ``Dlog/2 chi2_D``)."""
         u = torch.rand(n, device=device, dtype=torch.float64)
         start, end = torch.tensor([self.time_eps, 1.0], device=device, dtype=torch.float64)
-        if importance_sampling:  # density proportional to g^2 / var_t; its antiderivative is logit(var_t)
-            low, high = self.sde.logit_var(start), self.sde.logit_var(end)
-            t = self.sde.time_of_logit_var(low + u * (high - low)).clamp(self.time_eps, 1.0)
-            return t, torch.full_like(t, 0.5) * (high - low)
+        if importance_sampling:
+            low, high = torch.log(self.sde.var(start)), torch.log(self.sde.var(end))
+            var = torch.exp(low + u * (high - low))
+            t = self.sde.time_of_var(var).clamp(self.time_eps, 1.0)
+            return t, 0.5 * (high - low) / (1.0 - var)
         t = start + u * (end - start)
         return t, (end - start) * self.sde.diffusion2(t) / (2 * self.sde.var(t))
 
