@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from vaezoo.evaluation.paired import evaluation_generator
 from vaezoo.interfaces import Denoiser, Example, JointPrior
 
 from .sdes import SDES, VPSDE
@@ -211,7 +212,10 @@ class ScorePrior(JointPrior):
         z0 = noise.detach()
         probe = None
         if self.trace == "hutchinson":  # one probe for the whole solve, so the ODE the solver sees is smooth
-            probe = torch.randint(0, 2, z0.shape, device=z0.device).to(z0.dtype) * 2 - 1
+            # from the evaluation's own stream, so that the probes leave the posterior noise of a paired evaluation
+            # as it is (torch's global generator outside an evaluation)
+            generator = evaluation_generator("hutchinson_probe", z0.device)
+            probe = torch.randint(0, 2, z0.shape, device=z0.device, generator=generator).to(z0.dtype) * 2 - 1
         calls = 0
 
         def dynamics(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:

@@ -190,6 +190,11 @@ def test_fit_reports_the_bound_with_the_priors_the_score_prior_replaces(tmp_path
     own, joint = results["reference_priors"], results
     assert own["num_examples"] == joint["num_examples"] and math.isfinite(own["elbo_nats"])
     assert own["elbo_nats"] != joint["elbo_nats"]  # two evaluations: the score prior's log p is not the own priors'
+    # ... paired: the same posterior noise, the difference of their means with its standard error
+    assert "paired difference of the elbo, model - replaced" in out
+    paired = results["paired_difference"]["elbo"]
+    assert paired["n"] == own["num_examples"] and paired["stderr"] > 0
+    assert abs(paired["mean"] - (joint["elbo_nats"] - own["elbo_nats"])) < 1e-6
 
 
 def test_the_vaes_regularisers_leave_the_score_network_to_its_own():
