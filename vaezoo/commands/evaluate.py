@@ -92,7 +92,7 @@ def run(cfg) -> int:
     if other is not None:
         other_result = evaluate(other, dataset, k=k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
         paired = paired_differences(result, other_result)
-        shared = other.latent_shapes(1) == model.latent_shapes(1)
+        shared = _latent_shapes(other) is not None and _latent_shapes(other) == _latent_shapes(model)
         console.print(f"[bold]{cfg.compare}[/]: {other_result.describe()}")
         noise = "the same posterior noise" if shared else "other latent shapes, so other posterior noise"
         for name, value in paired.items():
@@ -127,3 +127,10 @@ def _open_comparison(cfg, model):
     if cfg.channels_last:
         other.to(memory_format=torch.channels_last)
     return other
+
+
+def _latent_shapes(model):
+    try:
+        return model.latent_shapes(1)
+    except NotImplementedError:  # a model that draws its own noise: nothing is shared
+        return None
