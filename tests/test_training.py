@@ -214,3 +214,53 @@ def test_emulated_bf16_is_warned_about_before_the_first_step(tmp_path, monkeypat
             assert "emulated and slower than fp32; use --trainer.precision fp32" in lines[0]
         else:
             assert lines == []
+
+
+def test_gradients_are_clipped_per_optimiser_group():
+    """trainer.grad_clip clips the parameters of no group; a param group clips its own with its ``grad_clip`` (or
+    the trainer's): the large gradients of one part never scale down another's."""
+    from vaezoo.errors import VaezooError
+    from vaezoo.training.optimizers import clip_gradients
+
+    model = torch.nn.ModuleDict({"vae": torch.nn.Linear(4, 1, bias=False), "prior": torch.nn.Linear(4, 1, bias=False)})
+    trainer = Trainer(grad_clip=1.0, param_groups=[{"params": "prior.*", "optimizer": "adam", "grad_clip": 0.1}])
+
+    class _Objective(torch.nn.Module):
+        def set_total_steps(self, total_steps):
+            pass
+
+    trainer.prepare(model, _Objective(), data_batch_size=1, num_examples=1)
+    model["vae"].weight.grad = torch.tensor([[3.0, 4.0, 0.0, 0.0]])  # norm 5
+    model["prior"].weight.grad = torch.tensor([[0.0, 0.0, 0.6, 0.8]])  # norm 1
+    norm = clip_gradients(trainer.clip_sets)
+    assert abs(float(norm) - math.sqrt(26)) < 1e-6  # the norm of all gradients, before clipping
+    # each part to its own norm: 5 -> 1 and 1 -> 0.1 (a global clip to 1 would leave the prior's at 1/sqrt(26))
+    torch.testing.assert_close(model["vae"].weight.grad, torch.tensor([[0.6, 0.8, 0.0, 0.0]]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model["prior"].weight.grad, torch.tensor([[0.0, 0.0, 0.06, 0.08]]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(VaezooError, match="grad_clip must be positive"):
+        Trainer(param_groups=[{"params": "prior.*", "grad_clip": 0.0}])
+
+
+def test_an_ema_with_warmup_lowers_its_decay_in_the_first_steps():
+    """``ema_warmup``: the update at step s uses ``min(decay, (1 + s) / (10 + s))``; without it, ``decay``."""
+    from vaezoo.training.ema import ExponentialMovingAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    warm, plain = ExponentialMovingAverage(model, 0.9999, warmup=True), ExponentialMovingAverage(model, 0.9999)
+    for step, weight in enumerate([1.0, 2.0]):
+        torch.nn.init.constant_(model.weight, weight)
+        warm.update(model, step)
+        plain.update(model, step)
+    # by hand: step 0, decay 1/10: 0.1 * 0 + 0.9 * 1 = 0.9; step 1, decay 2/11: 2/11 * 0.9 + 9/11 * 2
+    assert abs(float(warm.shadow["weight"]) - (2 / 11 * 0.9 + 9 / 11 * 2)) < 1e-6
+    assert abs(float(plain.shadow["weight"]) - (0.9999 * 1e-4 + 1e-4 * 2)) < 1e-7
+    assert warm.decay_at(10_000_000) == 0.9999
+    trainer = Trainer(param_groups=[{"params": "*", "optimizer": "adam", "ema_decay": 0.9999, "ema_warmup": True}])
+
+    class _Objective(torch.nn.Module):
+        def set_total_steps(self, total_steps):
+            pass
+
+    trainer.prepare(model, _Objective(), data_batch_size=1, num_examples=1)
+    assert trainer.ema.warmup and trainer.ema.decay == 0.9999

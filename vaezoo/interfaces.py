@@ -13,7 +13,7 @@ component is tested by being registered.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -241,6 +241,14 @@ class Regularizer(nn.Module, Component):
     @abc.abstractmethod
     def forward(self, model: nn.Module) -> Tensor: ...
 
+    @staticmethod
+    def modules_of(model: nn.Module) -> Iterator[nn.Module]:
+        """The modules a regulariser of ``model`` covers: a generative model's
+        :meth:`GenerativeModel.regularized_modules` (a part with its own regulariser, such as a joint prior's
+        network, is left out), every module of any other module."""
+        scoped = getattr(model, "regularized_modules", None)
+        return scoped() if callable(scoped) else model.modules()
+
 
 @dataclass
 class ModelOutput:
@@ -297,6 +305,11 @@ class GenerativeModel(nn.Module, Component):
     def latent_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
         """Shapes of the noise tensors, top group first."""
         raise NotImplementedError
+
+    def regularized_modules(self) -> Iterator[nn.Module]:
+        """The modules the model's objective regularises (:meth:`Regularizer.modules_of`): all of them by default;
+        a model with a part trained by its own loss (a joint prior) leaves that part out."""
+        return self.modules()
 
     # -- generic hooks the commands read: a model with a special prior says how to evaluate and sample it ------
     def evaluation_protocol(self) -> dict[str, Any]:

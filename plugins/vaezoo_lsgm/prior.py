@@ -20,13 +20,16 @@ s]``)::
 
 The last term integrates in closed form for a VP SDE (``D/2 log(var_eps / var_1)``) and ``CE(q_1, N(0, I))`` is
 estimated from ``z_0`` as ``D/2 log 2 pi + 1/2 (alpha_1^2 ||z_0||^2 + D var_1)``. The likelihood weighting
-``g^2 / (2 var_t)`` is importance-sampled: ``t`` is drawn with density proportional to ``g^2 / var_t``, whose
-antiderivative is ``logit(var_t)``, so the weight becomes the constant ``(logit var_1 - logit var_eps) / 2`` (the
-paper's variance reduction); without importance sampling ``t`` is uniform on ``[time_eps, 1]`` and the weight is
-``(1 - time_eps) g^2 / (2 var_t)``. The estimate is right in expectation only, so the model marks it as not to be
+``g^2 / (2 var_t)`` is importance-sampled as in the paper: ``log var_t`` is drawn uniformly between its values at
+``time_eps`` and 1, and the weight is ``(log var_1 - log var_eps) / (2 (1 - var_t))``; where the denoising error goes
+as ``1 - var_t`` (near N(0, I)) the weighted integrand is then nearly constant in t (see :meth:`sample_time`);
+without importance sampling ``t`` is uniform on ``[time_eps, 1]`` and the weight is ``(1 - time_eps) g^2 / (2
+var_t)``. The estimate is right in expectation only, so the model marks it as not to be
 used inside an importance-weighted logsumexp (``exact_in_training = False``).
 
-Evaluation and sampling: the probability-flow ODE ``dz/dt = f z - 1/2 g^2 score`` with torchdiffeq's ``odeint``;
+Evaluation and sampling: the probability-flow ODE ``dz/dt = f z - 1/2 g^2 score`` with torchdiffeq's ``odeint``,
+on ``[ode_eps, 1]`` (``ode_eps`` defaults to ``time_eps``, the smallest t the network is trained at; the paper
+evaluates from 1e-5);
 ``log p(z_0) = log N(z_1; 0, I) + int div F dt`` by the instantaneous change of variables, the divergence by a
 Hutchinson estimate whose Rademacher probe is drawn once per solve (or exactly, for small latents in tests). An
 Euler-Maruyama sampler of the reverse SDE is the ancestral alternative.
@@ -41,6 +44,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from vaezoo.evaluation.paired import evaluation_generator
 from vaezoo.interfaces import Denoiser, Example, JointPrior
 
 from .sdes import SDES, VPSDE
@@ -72,6 +76,7 @@ class ScorePrior(JointPrior):
         sigma2_min: float = 3e-5,
         sigma2_max: float = 0.999,
         time_eps: float = 1e-2,
+        ode_eps: float | None = None,
         mixing_logit_init: float = -6.0,
         importance_sampling: bool = True,
         prior_loss: Literal["likelihood", "unweighted"] = "likelihood",
@@ -88,6 +93,8 @@ class ScorePrior(JointPrior):
             raise ValueError(f"time_eps must be in [0, 1), got {time_eps}")
         if sde == "vp" and time_eps <= 0.0:
             raise ValueError("the linear VP SDE has zero variance at t = 0: time_eps must be positive")
+        if ode_eps is not None and not (0.0 < ode_eps < 1.0 or (ode_eps == 0.0 and sde != "vp")):
+            raise ValueError(f"ode_eps must be in (0, 1) (0 allowed for the geometric SDE), got {ode_eps}")
         if sampler_steps < 1 or eval_max_k < 1:
             raise ValueError(f"sampler_steps and eval_max_k must be positive, got {sampler_steps}, {eval_max_k}")
         schedule = {"vp": {"beta_min": beta_min, "beta_max": beta_max}}.get(
@@ -95,6 +102,9 @@ class ScorePrior(JointPrior):
         )
         self.sde: VPSDE = SDES[sde](**schedule)
         self.time_eps = float(time_eps)
+        #: where the probability-flow ODE starts (log p) and ends (ODE samples); None: ``time_eps``, the smallest t
+        #: the network is trained at (the paper's evaluation starts at 1e-5)
+        self.ode_eps = self.time_eps if ode_eps is None else float(ode_eps)
         self.importance_sampling, self.prior_loss = importance_sampling, prior_loss
         self.ode_method, self.ode_rtol, self.ode_atol, self.trace = ode_method, ode_rtol, ode_atol, trace
         self.default_sampler, self.sampler_steps, self.eval_max_k = default_sampler, sampler_steps, eval_max_k
@@ -122,13 +132,19 @@ class ScorePrior(JointPrior):
     # -- denoising score matching --------------------------------------------------------------------------------
     def sample_time(self, n: int, device: torch.device, importance_sampling: bool) -> tuple[Tensor, Tensor]:
         """``(t, weight)``, float64 ``[n]``: ``E[weight * ||noise - eps_pred||^2]`` is the likelihood-weighted
-        integral ``int_{time_eps}^1 g^2 / (2 var_t) E||noise - eps_pred||^2 dt``."""
+        integral ``int_{time_eps}^1 g^2 / (2 var_t) E||noise - eps_pred||^2 dt``.
+
+        With importance sampling (the paper's), ``log var_t`` is uniform on ``[log var_eps, log var_1]``: the
+        density of t is ``g^2 (1 - var_t) / (var_t Dlog)`` with ``Dlog = log var_1 - log var_eps``, and the weight
+        ``Dlog / (2 (1 - var_t))``. The error of a prediction near the Normal one goes as ``(1 - var_t)``, so the
+        weighted integrand is nearly constant in t (for N(0, I) latents at mixing 0 it is ``Dlog/2 chi2_D``)."""
         u = torch.rand(n, device=device, dtype=torch.float64)
         start, end = torch.tensor([self.time_eps, 1.0], device=device, dtype=torch.float64)
-        if importance_sampling:  # density proportional to g^2 / var_t; its antiderivative is logit(var_t)
-            low, high = self.sde.logit_var(start), self.sde.logit_var(end)
-            t = self.sde.time_of_logit_var(low + u * (high - low)).clamp(self.time_eps, 1.0)
-            return t, torch.full_like(t, 0.5) * (high - low)
+        if importance_sampling:
+            low, high = torch.log(self.sde.var(start)), torch.log(self.sde.var(end))
+            var = torch.exp(low + u * (high - low))
+            t = self.sde.time_of_var(var).clamp(self.time_eps, 1.0)
+            return t, 0.5 * (high - low) / (1.0 - var)
         t = start + u * (end - start)
         return t, (end - start) * self.sde.diffusion2(t) / (2 * self.sde.var(t))
 
@@ -179,8 +195,8 @@ class ScorePrior(JointPrior):
         With the mixed score this is ``1/2 beta a (network / sigma_t - z)``, computed in that form: exactly zero at
         ``a = 0``, and free of the cancellation of two large terms where beta is large (the geometric SDE's beta
         reaches about 1e4 at t = 1)."""
-        # adaptive solvers step past the end and interpolate back; beyond [time_eps, 1] the schedule is undefined
-        t = t.clamp(self.time_eps, 1.0)
+        # adaptive solvers step past the end and interpolate back; beyond [ode_eps, 1] the schedule is undefined
+        t = t.clamp(self.ode_eps, 1.0)
         tb = t.reshape(1).expand(z.size(0)).to(z.dtype)
         beta = self.sde.diffusion2(tb).view((-1,) + (1,) * (z.dim() - 1))
         std = self.sde.std(tb).view_as(beta)
@@ -199,13 +215,16 @@ class ScorePrior(JointPrior):
 
     @torch.no_grad()
     def log_prob(self, noise: Tensor) -> Tensor:
-        """log p(z_0) by the probability-flow ODE from ``time_eps`` to 1 (no gradients: an evaluation value)."""
+        """log p(z_0) by the probability-flow ODE from ``ode_eps`` to 1 (no gradients: an evaluation value)."""
         from torchdiffeq import odeint
 
         z0 = noise.detach()
         probe = None
         if self.trace == "hutchinson":  # one probe for the whole solve, so the ODE the solver sees is smooth
-            probe = torch.randint(0, 2, z0.shape, device=z0.device).to(z0.dtype) * 2 - 1
+            # from the evaluation's own stream, so that the probes leave the posterior noise of a paired evaluation
+            # as it is (torch's global generator outside an evaluation)
+            generator = evaluation_generator("hutchinson_probe", z0.device)
+            probe = torch.randint(0, 2, z0.shape, device=z0.device, generator=generator).to(z0.dtype) * 2 - 1
         calls = 0
 
         def dynamics(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -217,7 +236,7 @@ class ScorePrior(JointPrior):
                 div = self._divergence(drift, z, probe)
             return drift.detach(), div.detach()
 
-        times = torch.tensor([self.time_eps, 1.0], device=z0.device, dtype=z0.dtype)
+        times = torch.tensor([self.ode_eps, 1.0], device=z0.device, dtype=z0.dtype)
         start = (z0, torch.zeros(z0.size(0), device=z0.device, dtype=z0.dtype))
         z_path, div_path = odeint(
             dynamics, start, times, method=self.ode_method, rtol=self.ode_rtol, atol=self.ode_atol
@@ -252,7 +271,7 @@ class ScorePrior(JointPrior):
             calls += 1
             return self.ode_drift(z, t)
 
-        times = torch.tensor([1.0, self.time_eps], device=z1.device, dtype=z1.dtype)
+        times = torch.tensor([1.0, self.ode_eps], device=z1.device, dtype=z1.dtype)
         z0 = odeint(dynamics, z1, times, method=self.ode_method, rtol=self.ode_rtol, atol=self.ode_atol)[-1]
         self.last_sample_info = {"sampler": "ode", "function_evaluations": calls, "method": self.ode_method}
         return z0
@@ -282,7 +301,7 @@ class ScorePrior(JointPrior):
         return {
             "log_p": (
                 f"top-scale log p by the probability-flow ODE ({self.ode_method}, rtol {self.ode_rtol:g}, atol "
-                f"{self.ode_atol:g}, t from {self.time_eps:g} to 1, {trace})"
+                f"{self.ode_atol:g}, t from {self.ode_eps:g} to 1, {trace})"
             ),
             "max_k": self.eval_max_k,
             "why": (

@@ -54,15 +54,6 @@ class VPSDE:
         """``g(t)^2``."""
         return self.beta(t.double()).to(t.dtype)
 
-    def logit_var(self, t: Tensor) -> Tensor:
-        """``log(var_t / (1 - var_t))`` (float64): the antiderivative of ``g^2 / var`` that importance sampling of
-        t inverts."""
-        log_alpha2 = self.log_alpha2(t.double())
-        return torch.log(-torch.expm1(log_alpha2)) - log_alpha2
-
-    def time_of_logit_var(self, logit: Tensor) -> Tensor:
-        return self.time_of_var(torch.sigmoid(logit.double()))
-
     def sample_kernel(self, z0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """``z_t = alpha_t z_0 + sqrt(var_t) noise`` for ``t`` of shape ``[B]``."""
         shape = (-1,) + (1,) * (z0.dim() - 1)

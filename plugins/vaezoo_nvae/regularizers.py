@@ -17,7 +17,7 @@ _VECTOR_KEY = re.compile(r"^(u|v)_(\d+)x(\d+)$")
 
 
 def _conv_layers(model: nn.Module) -> list[nn.Conv2d]:
-    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return [m for m in Regularizer.modules_of(model) if isinstance(m, nn.Conv2d)]
 
 
 def _applied_weight(layer: nn.Conv2d) -> Tensor:
@@ -50,7 +50,8 @@ class _SpectralSum(torch.autograd.Function):
 class SpectralRegularizer(Regularizer):
     """``sum_W u^T W v``: a differentiable estimate of the sum of spectral norms of all conv weights.
 
-    Every ``nn.Conv2d`` of the model is covered, with the weight it actually applies (masked and weight-normalised
+    Every ``nn.Conv2d`` of the model is covered (of the modules :meth:`Regularizer.modules_of` gives: a joint
+    prior's network is left out, it has its own regulariser), with the weight it actually applies (masked and weight-normalised
     where that applies; the very tensor of the last forward pass when its graph is still alive, so the
     normalisation is not computed and differentiated twice), reshaped to ``(out, in * kh * kw)``. Weights of the
     same matrix shape are stacked in module order and share one batched power iteration (``num_power_iterations`` per call under ``no_grad``; the
@@ -165,7 +166,11 @@ class BatchNormScaleRegularizer(Regularizer):
     """``sum over affine BatchNorm layers of max |gamma|``: keeps BN from amplifying activations."""
 
     def forward(self, model: nn.Module) -> Tensor:
-        weights = [m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+        weights = [
+            m.weight
+            for m in Regularizer.modules_of(model)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+        ]
         if not weights:
             raise ValueError(f"{type(model).__name__} has no affine BatchNorm layers to regularise")
         # one fused max-abs per layer (the infinity norm), then a single sum

@@ -190,3 +190,51 @@ def test_fit_reports_the_bound_with_the_priors_the_score_prior_replaces(tmp_path
     own, joint = results["reference_priors"], results
     assert own["num_examples"] == joint["num_examples"] and math.isfinite(own["elbo_nats"])
     assert own["elbo_nats"] != joint["elbo_nats"]  # two evaluations: the score prior's log p is not the own priors'
+    # ... paired: the same posterior noise, the difference of their means with its standard error
+    assert "paired difference of the elbo, model - replaced" in out
+    paired = results["paired_difference"]["elbo"]
+    assert paired["n"] == own["num_examples"] and paired["stderr"] > 0
+    assert abs(paired["mean"] - (joint["elbo_nats"] - own["elbo_nats"])) < 1e-6
+
+
+def test_the_vaes_regularisers_leave_the_score_network_to_its_own():
+    """The VAE objective's spectral and BatchNorm regularisers cover the VAE's layers only; the score network has
+    its own regulariser and weight (default off)."""
+    from vaezoo_lsgm import ScorePriorObjective
+    from vaezoo_nvae.objective import NVAEObjective
+    from vaezoo_nvae.regularizers import BatchNormScaleRegularizer, SpectralRegularizer
+
+    model = _model(mixing_logit_init=0.0).train()
+    vae_convs = {
+        id(m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and not n.startswith("joint_prior.")
+    }
+    assert any(isinstance(m, torch.nn.Conv2d) for m in model.joint_prior.modules())
+    spectral = SpectralRegularizer()
+    covered = {id(layer) for layers in spectral.conv_groups(model).values() for layer in layers}
+    assert covered == vae_convs
+    (spectral(model) + BatchNormScaleRegularizer()(model)).backward()
+    assert all(p.grad is None for p in model.joint_prior.parameters())
+
+    # the score network's own regulariser: the sum of the largest singular values of its convs (by an SVD), weighted
+    x = torch.bernoulli(torch.full((2, *model.image_shape), 0.5))
+    vae_objective = dict(regularizers=[], kl_anneal_portion=1e-4, kl_const_portion=1e-4, kl_const_coeff=1e-4)
+    losses = {}
+    for weight in (0.0, 0.5):
+        regularizers = [SpectralRegularizer(num_power_iterations=100)] if weight else None
+        objective = ScorePriorObjective(
+            stage="joint",
+            vae_objective=NVAEObjective(**vae_objective),
+            prior_regularizers=regularizers,
+            prior_regularization_weight=weight,
+        )
+        objective.set_total_steps(100)
+        torch.manual_seed(1)
+        losses[weight], metrics = objective(model, x, step=10)
+    singular = sum(
+        float(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2))
+        for m in model.joint_prior.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
+    assert abs(float(metrics["prior_reg/SpectralRegularizer"]) - singular) < 1e-3 * singular
+    assert abs(float((losses[0.5] - losses[0.0]).detach()) - 0.5 * singular) < 1e-3 * singular + 1e-4
+    assert ScorePriorObjective(stage="prior").prior_regularization_weight == 0.0  # default off

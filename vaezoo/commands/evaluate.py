@@ -12,6 +12,7 @@ from ..data.fit import check_data_fits
 from ..data.splits import atomic_write_text
 from ..evaluation import evaluate
 from ..evaluation.metrics import default_max_batch
+from ..evaluation.paired import paired_differences
 from ..hardware import check_device
 from ..training.memory import keep_freed_memory
 from ._models import build_data, open_model
@@ -39,6 +40,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", type=str, default="cpu")
     parser.add_argument("--out", type=str | None, default=None, help="also write the results as JSON here")
+    parser.add_argument(
+        "--compare", type=str | None, default=None,
+        help="a second model or run, evaluated on the same data with the same seed (the same posterior noise where "
+        "the latent shapes agree): both bounds and the paired per-example difference (MODEL - COMPARE) with its "
+        "standard error",
+    )  # fmt: skip
 
 
 def run(cfg) -> int:
@@ -66,6 +73,11 @@ def run(cfg) -> int:
     capped = notes.get("max_k") is not None and k > notes["max_k"]
     if capped:
         k = notes["max_k"]
+    other = _open_comparison(cfg, model) if cfg.compare else None
+    if other is not None:  # both models take the same k: the smaller cap of the two
+        other_max = other.evaluation_protocol().get("max_k")
+        if other_max is not None and k > other_max:
+            k, capped = other_max, True
     started = time.perf_counter()
     result = evaluate(model, dataset, k=k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
     seconds = time.perf_counter() - started
@@ -80,6 +92,20 @@ def run(cfg) -> int:
         console.print(f"[yellow]note[/]: --k {cfg.k} lowered to {k} for this model: {notes.get('why', '')}")
     console.print(f"[bold]{cfg.model}[/]: {result.describe()}")
     console.print(f"protocol: {protocol}; {seconds:.1f} s")
+    compared = {}
+    if other is not None:
+        other_result = evaluate(other, dataset, k=k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
+        paired = paired_differences(result, other_result)
+        shared = _latent_shapes(other) is not None and _latent_shapes(other) == _latent_shapes(model)
+        console.print(f"[bold]{cfg.compare}[/]: {other_result.describe()}")
+        noise = "the same posterior noise" if shared else "other latent shapes, so other posterior noise"
+        for name, value in paired.items():
+            console.print(f"paired difference of the {name.replace('_', ' ')}, model - compared: {value.describe()}")
+        console.print(f"paired on seed {cfg.seed}: {noise}")
+        compared = {
+            "compare": {"model": cfg.compare, **other_result.as_dict(), "same_posterior_noise": shared},
+            "paired_difference": {name: value.as_dict() for name, value in paired.items()},
+        }
     if cfg.out:
         payload = {
             **result.as_dict(),
@@ -87,6 +113,28 @@ def run(cfg) -> int:
             "seconds": seconds,
             "model": cfg.model,
             "torch_threads": torch.get_num_threads(),
+            **compared,
         }
         atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
     return 0
+
+
+def _open_comparison(cfg, model):
+    """The ``--compare`` model, refused (one line) when its images are not the model's."""
+    from ..errors import VaezooError
+
+    other, _ = open_model(cfg.compare, cfg.device)
+    if tuple(other.image_shape) != tuple(model.image_shape):
+        raise VaezooError(
+            f"--compare {cfg.compare}: its images are {list(other.image_shape)}, the model's {list(model.image_shape)}"
+        )
+    if cfg.channels_last:
+        other.to(memory_format=torch.channels_last)
+    return other
+
+
+def _latent_shapes(model):
+    try:
+        return model.latent_shapes(1)
+    except NotImplementedError:  # a model that draws its own noise: nothing is shared
+        return None

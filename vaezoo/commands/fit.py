@@ -15,6 +15,7 @@ import yaml
 
 from ..config import namespace_to_dict, short_spec
 from ..errors import VaezooError
+from ..evaluation.paired import paired_differences
 from ..plots import plot_run
 from ..plugins import get_registry
 from ..training import Trainer
@@ -115,6 +116,9 @@ def run(cfg) -> int:
             with reference:
                 own = trainer.test(model, data, seed=cfg.seed)
             report["reference_priors"] = own.as_dict()
+            # the same seed, so the same posterior noise: the difference is the priors', with its standard error
+            paired = paired_differences(result, own)
+            report["paired_difference"] = {name: value.as_dict() for name, value in paired.items()}
         _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
         _save_model(model, run_dir / "model")
         curves = plot_run(run_dir)  # the training curves, to look at as well as to read
@@ -123,6 +127,10 @@ def run(cfg) -> int:
         )
         if reference is not None:
             console.print(f"with the priors it replaces: {own.describe()}")
+            for name, value in paired.items():
+                console.print(
+                    f"paired difference of the {name.replace('_', ' ')}, model - replaced: {value.describe()}"
+                )
         console.print(f"training curves: {curves.path} ({', '.join(curves.panels)})")
         return 0
     finally:

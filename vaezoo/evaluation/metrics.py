@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..interfaces import GenerativeModel
 from ..progress import progress_bar
+from .paired import evaluation_generator, owned_randomness
 
 
 @dataclass
@@ -27,6 +28,9 @@ class EvaluationResult:
     num_examples: int
     scored_dims: int
     unit: str
+    #: per-example values in nats, ``{"elbo": [N], "iw_log_likelihood": [N] (when k > 0)}``, in the data set's
+    #: order, for paired comparisons (:func:`~vaezoo.evaluation.paired.paired_difference`); not in :meth:`as_dict`
+    per_example: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def nelbo_bpd(self) -> float:
@@ -37,7 +41,7 @@ class EvaluationResult:
         return None if self.iw_nll_nats is None else self.iw_nll_nats / (math.log(2) * self.scored_dims)
 
     def as_dict(self) -> dict:
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_example"}
         out.update(nelbo_bpd=self.nelbo_bpd, iw_nll_bpd=self.iw_nll_bpd)
         return out
 
@@ -81,6 +85,12 @@ def evaluate(
     The k samples run batched, ``max_batch`` rows per forward pass (default :func:`default_max_batch`); inputs take
     the model's memory format (channels_last models get channels_last batches). ``progress``: a rich Progress to
     add the bars to (default: a new one, drawn only on a terminal).
+
+    Every random draw comes from generators this evaluation owns (:mod:`.paired`): the ELBO pass's posterior noise
+    from a stream seeded with ``seed``, the importance samples' from one seeded with ``seed + 1``, anything a
+    component draws (e.g. a Hutchinson probe) from its own named stream. Two models evaluated with the same seed
+    thus see the same posterior noise where their latent shapes agree; ``result.per_example`` holds the values to
+    pair.
     """
     was_training = model.training
     model.eval()
@@ -88,25 +98,36 @@ def evaluate(
     max_batch = max_batch or default_max_batch(device)
     memory_format = torch.channels_last if is_channels_last(model) else torch.contiguous_format
     cpu_rng = torch.get_rng_state()
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # anything still drawn from the global generator is seeded too
+    elbo_values: list[torch.Tensor] = []
+    iw_values: list[torch.Tensor] = []
     try:
-        with progress_bar(progress) as bars:
+        with (
+            owned_randomness(seed, {"posterior": seed, "importance_posterior": seed + 1}),
+            progress_bar(progress) as bars,
+        ):
             total = _length(dataset)
             elbo_task = bars.add_task("test ELBO (examples)", total=total)
             iw_task = bars.add_task(f"test IW-NLL, k={k} (samples)", total=total * k if total else None) if k else None
             # two passes with their own seeds, so that the ELBO does not depend on k
             elbo_sum, iw_sum, count = 0.0, 0.0, 0
+            posterior = evaluation_generator("posterior", device)
             for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-                out = model(x.to(device).contiguous(memory_format=memory_format))
-                elbo_sum += float((-out.nelbo).double().sum())
+                noise = _draw_noise(model, x.shape[0], device, posterior)
+                out = model(x.to(device).contiguous(memory_format=memory_format), noise=noise)
+                elbo_values.append((-out.nelbo).detach().double().cpu())
+                elbo_sum += float(elbo_values[-1].sum())
                 count += x.shape[0]
                 bars.advance(elbo_task, x.shape[0])
             if k > 0:
                 torch.manual_seed(seed + 1)
+                generator = evaluation_generator("importance_posterior", device)
                 for x, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
                     x = x.to(device).contiguous(memory_format=memory_format)
                     done = lambda n: bars.advance(iw_task, n)  # noqa: E731 - per chunk of samples
-                    iw_sum += float(iw_log_likelihood(model, x, k, max_batch, on_samples=done).double().sum())
+                    values = iw_log_likelihood(model, x, k, max_batch, on_samples=done, generator=generator)
+                    iw_values.append(values.double().cpu())
+                    iw_sum += float(iw_values[-1].sum())
     finally:
         torch.set_rng_state(cpu_rng)
         model.train(was_training)
@@ -118,7 +139,20 @@ def evaluate(
         num_examples=count,
         scored_dims=scored,
         unit=model.likelihood.report_unit,
+        per_example={"elbo": torch.cat(elbo_values), **({"iw_log_likelihood": torch.cat(iw_values)} if k > 0 else {})},
     )
+
+
+def _draw_noise(
+    model: GenerativeModel, batch: int, device: torch.device, generator: torch.Generator | None
+) -> list[torch.Tensor] | None:
+    """One standard-normal tensor per latent group from ``generator`` (None for a model without latent shapes:
+    it then draws its own)."""
+    try:
+        shapes = model.latent_shapes(batch)
+    except NotImplementedError:
+        return None
+    return [torch.randn(shape, device=device, generator=generator) for shape in shapes]
 
 
 def importance_samples(
@@ -128,6 +162,7 @@ def importance_samples(
     max_batch: int = 2000,
     noise: Sequence[list[torch.Tensor]] | None = None,
     on_samples: Callable[[int], None] | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log_w, nelbo)``, both ``[k, B]``: the log importance weight ``-recon - log q + log p`` and the
     negative ELBO of each of k posterior samples of every example (in float32).
@@ -135,7 +170,8 @@ def importance_samples(
     The k samples run as batched forward passes of the batch repeated, ``max_batch // B`` samples at a time.
     The noise of sample j is drawn in order, one standard-normal tensor per latent group (or taken from
     ``noise[j]``), so the result does not depend on the chunking: it equals k sequential passes.
-    ``on_samples(n)`` is called after each pass with the number of (example, sample) pairs it scored.
+    ``on_samples(n)`` is called after each pass with the number of (example, sample) pairs it scored; the noise is
+    drawn from ``generator`` (default: torch's global one).
     """
     b = x.shape[0]
     per_chunk = max(1, max_batch // b)
@@ -147,7 +183,7 @@ def importance_samples(
         if noise is not None:
             draws = [noise[done + j] for j in range(n)]
         else:
-            draws = [[torch.randn(shape, device=x.device) for shape in shapes] for _ in range(n)]
+            draws = [[torch.randn(shape, device=x.device, generator=generator) for shape in shapes] for _ in range(n)]
         stacked = [torch.cat([draw[g] for draw in draws]) for g in range(len(shapes))]
         out = model(x.repeat(n, *([1] * (x.ndim - 1))), noise=stacked)
         if out.extras.get("log_p_exact") is False:  # e.g. a denoising estimate: a bound in expectation only
@@ -167,9 +203,10 @@ def iw_log_likelihood(
     max_batch: int = 2000,
     noise: Sequence[list[torch.Tensor]] | None = None,
     on_samples: Callable[[int], None] | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """log p(x) estimated as ``logsumexp_k(log w_k) - log k`` per example (see :func:`importance_samples`)."""
-    log_w, _ = importance_samples(model, x, k, max_batch, noise, on_samples)
+    log_w, _ = importance_samples(model, x, k, max_batch, noise, on_samples, generator)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
 
 

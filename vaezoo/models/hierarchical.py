@@ -494,6 +494,14 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
     def reference_priors(self):
         return self.own_priors() if self.joint_prior is not None else None
 
+    def regularized_modules(self) -> Iterator[nn.Module]:
+        """Every module but the joint prior's: it trains on its own loss and has its own regularisers (the
+        paper's LSGM gives the score model its own weight, 0 in its MNIST setting)."""
+        if self.joint_prior is None:
+            return self.modules()
+        excluded = {id(m) for m in self.joint_prior.modules()}
+        return (m for m in self.modules() if id(m) not in excluded)
+
     def evaluation_protocol(self) -> dict[str, Any]:
         return self.joint_prior.evaluation_protocol() if self.joint_prior is not None and self._use_joint_prior else {}
 

@@ -7,10 +7,14 @@ from torch import nn
 
 
 class ExponentialMovingAverage:
-    """``keys``: the state entries to average (default: every floating-point one), e.g. one component's."""
+    """``keys``: the state entries to average (default: every floating-point one), e.g. one component's.
 
-    def __init__(self, model: nn.Module, decay: float, keys: list[str] | None = None) -> None:
-        self.decay = decay
+    ``warmup``: the decay of the update at training step ``s`` is ``min(decay, (1 + s) / (10 + s))``, so that a decay
+    as high as the paper's 0.9999 averages recent weights in a run of a few thousand steps rather than staying near
+    the initial ones (the step is the trainer's, so a resumed run continues the same schedule)."""
+
+    def __init__(self, model: nn.Module, decay: float, keys: list[str] | None = None, warmup: bool = False) -> None:
+        self.decay, self.warmup = decay, warmup
         wanted = None if keys is None else set(keys)
         self.shadow = {
             k: v.detach().clone()
@@ -19,11 +23,17 @@ class ExponentialMovingAverage:
         }
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        decay = self.decay_at(step)
         state = model.state_dict()
         keys = list(self.shadow)
         shadow = [self.shadow[k] for k in keys]
-        torch._foreach_lerp_(shadow, [state[k].detach() for k in keys], 1.0 - self.decay)
+        torch._foreach_lerp_(shadow, [state[k].detach() for k in keys], 1.0 - decay)
+
+    def decay_at(self, step: int | None) -> float:
+        if not self.warmup or step is None:
+            return self.decay
+        return min(self.decay, (1.0 + step) / (10.0 + step))
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:

@@ -2,7 +2,9 @@
 
 By default every parameter trains with one Adamax (NVAE's optimiser). A recipe can give some parameters, chosen by
 an fnmatch pattern on their names (``joint_prior.*``), their own optimiser (``adam`` or ``adamax``), learning
-rate, weight decay, betas, eps and an EMA of their own. Each group follows the trainer's learning-rate schedule
+rate, weight decay, betas, eps, an EMA (``ema_decay``; ``ema_warmup: true`` lowers its decay in the first steps,
+see :class:`~.ema.ExponentialMovingAverage`) and a gradient clipping norm of their own (``grad_clip``: each group's
+gradients are clipped apart, so one component's large gradients never scale down another's). Each group follows the trainer's learning-rate schedule
 (warm-up, cosine) scaled by ``lr / trainer.lr``. Groups with different algorithms become one
 :class:`CombinedOptimizer`, which steps, zeroes and saves them together.
 """
@@ -19,7 +21,7 @@ from ..errors import VaezooError
 
 #: the algorithms a parameter group can name
 ALGORITHMS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
-_GROUP_KEYS = {"params", "optimizer", "lr", "weight_decay", "betas", "eps", "ema_decay"}
+_GROUP_KEYS = {"params", "optimizer", "lr", "weight_decay", "betas", "eps", "ema_decay", "ema_warmup", "grad_clip"}
 
 
 class CombinedOptimizer:
@@ -64,6 +66,9 @@ def check_param_groups(groups: list[dict] | None) -> list[dict]:
             )
         if group.get("optimizer", "adamax") not in ALGORITHMS:
             raise VaezooError(f"trainer.param_groups[{i}].optimizer must be one of {sorted(ALGORITHMS)}")
+        clip = group.get("grad_clip")
+        if clip is not None and not clip > 0:
+            raise VaezooError(f"trainer.param_groups[{i}].grad_clip must be positive, got {clip}")
         decay = group.get("ema_decay")
         if decay is not None and not 0.0 < decay < 1.0:
             raise VaezooError(f"trainer.param_groups[{i}].ema_decay must be in (0, 1), got {decay}")
@@ -107,3 +112,24 @@ def ema_keys(model: nn.Module, groups: list[dict]) -> tuple[float, list[str]] | 
     pattern = with_ema[0]["params"]
     keys = [k for k, v in model.state_dict().items() if v.is_floating_point() and fnmatch.fnmatchcase(k, pattern)]
     return with_ema[0]["ema_decay"], keys
+
+
+def clip_sets(model: nn.Module, groups: list[dict], default_clip: float | None) -> list[tuple[list, float | None]]:
+    """The parameters whose gradients are clipped together, with their largest norm: each param group's (its
+    ``grad_clip``, by default the trainer's), and the rest together (the trainer's ``grad_clip``); None: no clip."""
+    assigned: list[list] = [[] for _ in groups]
+    rest = []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        index = next((i for i, g in enumerate(groups) if fnmatch.fnmatchcase(name, g["params"])), None)
+        (assigned[index] if index is not None else rest).append(parameter)
+    sets = [(rest, default_clip)] if rest else []
+    sets += [(params, group.get("grad_clip", default_clip)) for params, group in zip(assigned, groups, strict=True)]
+    return [(params, clip) for params, clip in sets if params]
+
+
+def clip_gradients(sets: list[tuple[list, float | None]]) -> torch.Tensor:
+    """Clip each set's gradients to its norm; returns the norm of all of them together, before clipping."""
+    norms = [torch.nn.utils.clip_grad_norm_(params, clip or float("inf")) for params, clip in sets]
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))

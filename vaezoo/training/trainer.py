@@ -51,7 +51,7 @@ from .distributed import (
     synchronise_batch_norm,
 )
 from .ema import ExponentialMovingAverage
-from .optimizers import build_optimizer, check_param_groups, ema_keys
+from .optimizers import build_optimizer, check_param_groups, clip_gradients, clip_sets, ema_keys
 from .reporting import (
     open_metrics,
     progress_bar,
@@ -269,10 +269,12 @@ class Trainer:
                 foreach=self.adamax_foreach,
             )  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.clip_sets = clip_sets(model, self.param_groups, self.grad_clip)  # per optimiser group
         self.ema = ExponentialMovingAverage(model, self.ema_decay) if self.ema_decay else None
         group_ema = ema_keys(model, self.param_groups)
         if group_ema is not None:
-            self.ema = ExponentialMovingAverage(model, group_ema[0], keys=group_ema[1])
+            warmup = any(g.get("ema_warmup") for g in self.param_groups if g.get("ema_decay") is not None)
+            self.ema = ExponentialMovingAverage(model, group_ema[0], keys=group_ema[1], warmup=warmup)
         self.data_generator = torch.Generator().manual_seed(seed + 1 + 7919 * ctx.rank)
         self.state = {"step": 0, "skipped_steps": 0, "rollbacks": 0, "lr_scale": 1.0}
         self.model, self.objective, self.seed = model, objective, seed
@@ -300,7 +302,7 @@ class Trainer:
             loss_sum = loss_sum + loss.detach()
         loss = loss_sum / len(micro_batches)
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
+        grad_norm = clip_gradients(self.clip_sets)
         if ctx.enabled:  # every rank takes the same decision, on the mean loss
             loss = loss.detach().clone()
             torch.distributed.all_reduce(loss)
@@ -310,7 +312,7 @@ class Trainer:
         if applied:
             scaler.step(optimizer)
             if self.ema is not None:
-                self.ema.update(model)
+                self.ema.update(model, step)
         scaler.update()
         metrics["lr"] = lr
         return loss, grad_norm, metrics, applied
