@@ -1,84 +1,174 @@
-"""Every registered component passes the common contract at tiny size.
-
-Parametrised over the registry itself: registering a component is enough to have it tested.
+"""Every registered component passes the common contract at tiny size, through the checks vaezoo ships to plugins
+(:mod:`vaezoo.testing`). Parametrised over the registry itself: registering a component is enough to have it tested.
+And the checks themselves catch what they promise to catch, and the registry refuses what breaks a slot's contract.
 """
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
+from torch import nn
 
-import vaezoo
-from vaezoo.interfaces import INTERFACES, Component, DataModule
-
-_MODULE_KINDS = [k for k, cls in INTERFACES.items() if k != "dataset"]
-
-
-def _entries(kinds):
-    registry = vaezoo.get_registry()
-    return [pytest.param(e, id=f"{e.kind}:{e.name}") for k in kinds for e in registry.entries(k)]
+from vaezoo.errors import RegistryError
+from vaezoo.interfaces import INTERFACES, Cell, Combiner, ConditionalPrior, Example, Prior, UnconditionalPrior
+from vaezoo.registry import Registry
+from vaezoo.testing import ContractError, check_component, check_entry, check_registration, plugin_entries
+from vaezoo.testing.doubles import ConcatCombiner, ConvCell, ConvNormalPrior, ZeroNormalPrior
 
 
-def _run(example, module, seed=0):
-    torch.manual_seed(seed)
-    return example.run(module)
+def _params(kinds):
+    return [pytest.param(e, id=f"{e.kind}:{e.name}") for e in plugin_entries(kinds=kinds)]
 
 
-@pytest.mark.parametrize("entry", _entries(_MODULE_KINDS))
+@pytest.mark.parametrize("entry", _params([k for k in INTERFACES if k != "dataset"]))
 def test_component_contract(entry):
-    cls = entry.target
-    assert issubclass(cls, INTERFACES[entry.kind]), f"{entry.name} does not implement the {entry.kind} interface"
-    assert issubclass(cls, Component)
-    example = cls.example()
-    torch.manual_seed(0)
-    module = example.build()
-    assert isinstance(module, cls)
-
-    out = _run(example, module)
-    assert isinstance(out, torch.Tensor)
-    if example.output_shape is not None:
-        assert tuple(out.shape) == tuple(example.output_shape)
-    assert torch.isfinite(out).all(), "non-finite output"
-
-    # backward reaches the parameters (or the inputs, for parameter-free components)
-    out.float().sum().backward()
-    grads = [p.grad for p in module.parameters() if p.requires_grad]
-    grads += [t.grad for t in example.inputs if isinstance(t, torch.Tensor) and t.requires_grad]
-    assert grads and any(g is not None for g in grads), "no gradient reached parameters or inputs"
-    assert all(torch.isfinite(g).all() for g in grads if g is not None)
-
-    # state_dict round trip through bytes into a differently initialised instance
-    buffer = io.BytesIO()
-    torch.save(module.state_dict(), buffer)
-    buffer.seek(0)
-    torch.manual_seed(1234)
-    clone = example.build()
-    clone.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
-    module.eval(), clone.eval()
-    with torch.no_grad():
-        expected, got = _run(example, module, seed=7), _run(example, clone, seed=7)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    check_entry(entry)
 
 
-@pytest.mark.parametrize("entry", _entries(["dataset"]))
+@pytest.mark.parametrize("entry", _params(["dataset"]))
 def test_dataset_contract(entry):
-    cls = entry.target
-    assert issubclass(cls, DataModule)
-    data = cls.example().build()
-    for dataset in (data.train_dataset(), data.test_dataset()):
-        assert len(dataset) > 0
-        x, *_ = dataset[0]
-        assert tuple(x.shape) == tuple(data.image_shape)
-        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    check_entry(entry)
 
 
-@pytest.mark.parametrize("entry", _entries(["preset"]))
+@pytest.mark.parametrize("entry", _params(["preset"]))
 def test_presets_build_on_meta(entry):
-    """Every preset builds (on the meta device: no memory) into a registered model class."""
-    with torch.device("meta"):
-        model = vaezoo.create(entry.name)
-    assert vaezoo.get_registry().find_class(type(model).__name__) is not None
-    assert model.config["class_path"] == type(model).__name__
-    assert sum(p.numel() for p in model.parameters()) > 0
+    check_entry(entry)
+
+
+@pytest.mark.parametrize("double", [ConvCell, ConcatCombiner, ConvNormalPrior, ZeroNormalPrior])
+def test_the_shipped_doubles_pass_the_contract(double):
+    check_component(double)
+
+
+# -- the checks catch what they promise ------------------------------------------------------------
+class _Scale(Cell):
+    """y = a * x + b: the reference component the broken variants below start from."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(in_channels, out_channels, stride)
+        self.a, self.b = nn.Parameter(torch.ones(())), nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.a * x + self.b
+
+    @classmethod
+    def example(cls):
+        return Example(build=lambda: cls(2, 2), inputs=(torch.randn(2, 2, 3, 3),), output_shape=(2, 2, 3, 3))
+
+
+class _DeadParameter(_Scale):
+    def forward(self, x):
+        return self.a * x  # b never reaches the output
+
+
+class _WrongShape(_Scale):
+    @classmethod
+    def example(cls):
+        return Example(build=lambda: cls(2, 2), inputs=(torch.randn(2, 2, 3, 3),), output_shape=(2, 2, 4, 4))
+
+
+class _StateOutsideStateDict(_Scale):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.offset = float(torch.rand(()))  # neither a parameter nor a buffer: lost by save and load
+
+    def forward(self, x):
+        return self.a * x + self.b + self.offset
+
+
+class _NonFinite(_Scale):
+    def forward(self, x):
+        return (self.a * x + self.b) / 0.0
+
+
+def test_contract_checks_pass_a_sound_component_and_name_each_fault():
+    check_component(_Scale, "cell")
+    for broken, message in [
+        (_DeadParameter, r"^_DeadParameter: no gradient reaches b$"),
+        (_WrongShape, r"output has shape \(2, 2, 3, 3\), the example says \(2, 2, 4, 4\)"),
+        (_StateOutsideStateDict, r"state_dict does not carry its state"),
+        (_NonFinite, r"output is not finite"),
+    ]:
+        with pytest.raises(ContractError, match=message):
+            check_component(broken, "cell")
+
+
+def test_contract_entries_of_an_unknown_plugin_are_an_error_not_an_empty_list():
+    with pytest.raises(ContractError, match=r"plugin 'vaezoo_nonexistent' registered nothing"):
+        plugin_entries("vaezoo_nonexistent")
+    names = {e.name for e in plugin_entries("core")}
+    assert {"HierarchicalVAE", "EncoderCombiner", "NormalPrior", "ELBO"} <= names
+
+
+# -- a slot's contract is refused at registration ------------------------------------------------
+class _CombinerWithStride(Combiner):
+    """The combiner signature of an older release: ``aux_channels`` would land in ``stride``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1) -> None:
+        super().__init__(in_channels, out_channels, aux_channels)
+
+    def forward(self, x, aux):
+        return x
+
+    @classmethod
+    def example(cls):
+        return Example(build=lambda: cls(2, 2, 1, 3), inputs=(torch.randn(1, 2, 2, 2), torch.randn(1, 3, 2, 2)))
+
+
+class _PlainPrior(Prior):
+    """Neither conditional nor unconditional: which slot it fills is unknown."""
+
+    def forward(self, state, latent_shape, temperature=1.0):
+        return None
+
+    @classmethod
+    def example(cls):
+        return Example(build=cls)
+
+
+class _ConditionalWithoutChannels(ConditionalPrior):
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+
+    def forward(self, state, latent_shape, temperature=1.0):
+        return None
+
+    @classmethod
+    def example(cls):
+        return Example(build=cls)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls", "message"),
+    [
+        (
+            "combiner",
+            _CombinerWithStride,
+            r"^combiner '_CombinerWithStride' \(plugin 'p'\): _CombinerWithStride: its constructor must take the "
+            r"slot's arguments \(in_channels, out_channels, aux_channels\) first, in this order \(its first "
+            r"positional arguments: in_channels, out_channels, stride, aux_channels\)$",
+        ),
+        ("prior", _PlainPrior, r"_PlainPrior: a prior subclasses UnconditionalPrior .* or ConditionalPrior"),
+        (
+            "prior",
+            _ConditionalWithoutChannels,
+            r"must take the slot's arguments \(in_channels, latent_channels\) first.*\(its first positional "
+            r"arguments: scale\)$",
+        ),
+        ("combiner", _Scale, r"_Scale is not a subclass of vaezoo.interfaces.Combiner$"),
+    ],
+)
+def test_registration_refuses_a_class_that_breaks_its_slot(kind, cls, message):
+    with pytest.raises(RegistryError, match=message):
+        Registry(INTERFACES).register(kind, cls, plugin="p")
+    with pytest.raises(ContractError, match=message.replace("plugin 'p'", "plugin '\\?'")):
+        check_registration(cls, kind)
+
+
+def test_each_built_in_prior_fills_one_kind_of_slot():
+    """The hierarchical assembler's ``prior`` slot builds per group, its ``top_prior`` takes one instance."""
+    priors = {e.name: e.target for e in plugin_entries(kinds=["prior"])}
+    conditional = sorted(n for n, c in priors.items() if issubclass(c, ConditionalPrior))
+    unconditional = sorted(n for n, c in priors.items() if issubclass(c, UnconditionalPrior))
+    assert conditional == ["BottleneckNormalPrior", "NormalPrior"]
+    assert unconditional == ["FixedNormalPrior", "StandardNormalPrior"]

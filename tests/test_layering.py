@@ -33,10 +33,12 @@ LAYERS = [
     ("vaezoo.config", 3),
     ("vaezoo.spec_check", 3),  # recipe structure checks against the registry and the interfaces
     ("vaezoo.hub", 4),
+    ("vaezoo.testing.doubles", 4),  # stand-ins for the assembler's slots (models build their examples of them)
     ("vaezoo.models", 5),
     ("vaezoo.components", 6),
     ("vaezoo.data", 6),
     ("vaezoo.evaluation", 6),
+    ("vaezoo.testing", 6),  # the contract checks a plugin runs in its own suite
     ("vaezoo.plots", 6),  # training curves of a run (fit calls it at its end)
     ("vaezoo.training", 7),
     ("vaezoo.benchmarking", 7),

@@ -25,10 +25,10 @@ PLUGIN_SOURCE = textwrap.dedent(
 
     from vaezoo import hookimpl
     from vaezoo.distributions import DiagonalNormal
-    from vaezoo.interfaces import Example, Prior
+    from vaezoo.interfaces import Example, UnconditionalPrior
 
 
-    class BroadNormalPrior(Prior):
+    class BroadNormalPrior(UnconditionalPrior):
         """N(0, scale^2): a broader prior than the standard normal."""
 
         def __init__(self, scale: float = 2.0) -> None:

@@ -10,11 +10,11 @@ from vaezoo import hookimpl, plugins
 from vaezoo.cli import main
 from vaezoo.distributions import DiagonalNormal
 from vaezoo.errors import RegistryError
-from vaezoo.interfaces import INTERFACES, Example, Prior
+from vaezoo.interfaces import INTERFACES, Example, UnconditionalPrior
 from vaezoo.registry import Registry
 
 
-class WidePrior(Prior):
+class WidePrior(UnconditionalPrior):
     """N(0, scale^2) prior (registered by test plugins)."""
 
     def __init__(self, scale: float = 2.0) -> None:
@@ -194,10 +194,10 @@ def test_create_with_overrides():
 
 
 def test_registration_refuses_a_class_that_does_not_implement_its_kind():
-    class Empty(Prior):
+    class Empty(UnconditionalPrior):
         pass
 
-    class HalfDone(Prior):
+    class HalfDone(UnconditionalPrior):
         def forward(self, state, latent_shape, temperature=1.0):
             raise NotImplementedError
 

@@ -13,6 +13,7 @@ component is tested by being registered.
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class Example:
     inputs: tuple = ()
     output_shape: tuple[int, ...] | None = None
     call: Callable[[nn.Module, tuple], Tensor] | None = None
+    #: names of parameters (fnmatch patterns) the output does not depend on by design, e.g. the parts of a model a
+    #: regulariser leaves alone; every other parameter must receive a gradient
+    gradient_free: tuple[str, ...] = ()
 
     def run(self, module: nn.Module) -> Tensor:
         if self.call is not None:
@@ -47,11 +51,38 @@ class Component:
 
     #: the registry kind this class implements (set by each interface)
     kind: ClassVar[str] = ""
+    #: the arguments an assembler passes, positionally and in this order, when it builds this component in a slot
+    #: (a cell: ``(in_channels, out_channels, stride)``); the recipe's ``init_args`` give the rest. None: built from
+    #: the recipe's arguments alone (an instance in its slot).
+    slot_arguments: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     @abc.abstractmethod
     def example(cls) -> Example:
         """A tiny instance and inputs for the contract test."""
+
+    @classmethod
+    def contract_problems(cls) -> list[str]:
+        """What keeps this class from its kind's contract, one phrase each (empty: none). The registry refuses a
+        class with any at registration. Here: the constructor must take :attr:`slot_arguments` positionally."""
+        if cls.slot_arguments is None:
+            return []
+        try:
+            parameters = list(inspect.signature(cls).parameters.values())
+        except (TypeError, ValueError):
+            return []
+        positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        wanted = list(cls.slot_arguments)
+        passes_on = any(p.kind is p.VAR_POSITIONAL for p in parameters)  # (*args, **kwargs): a parent's signature
+        if passes_on and positional == wanted[: len(positional)]:
+            return []
+        if positional[: len(wanted)] != wanted:
+            takes = ", ".join(positional[: len(wanted) + 1]) or "none"
+            return [
+                f"its constructor must take the slot's arguments ({', '.join(wanted)}) first, in this order "
+                f"(its first positional arguments: {takes})"
+            ]
+        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,12 +117,14 @@ class LatentDistribution(abc.ABC):
 # Kinds
 # ---------------------------------------------------------------------------------------------
 class Cell(nn.Module, Component):
-    """A building block mapping ``[B, in_channels, H, W]`` to ``[B, out_channels, H', W']``.
+    """A building block mapping ``[B, in_channels, H, W]`` to ``[B, out_channels, H', W']``: ``forward(x)``.
 
-    ``stride`` is 1 (same resolution), 2 (halve H and W) or -1 (double H and W).
+    Built by an assembler with ``(in_channels, out_channels, stride)``; ``stride`` is 1 (same resolution), 2 (halve
+    H and W) or -1 (double H and W), among :attr:`supported_strides`.
     """
 
     kind = "cell"
+    slot_arguments = ("in_channels", "out_channels", "stride")
     supported_strides: ClassVar[tuple[int, ...]] = (1,)
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
@@ -101,8 +134,31 @@ class Cell(nn.Module, Component):
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
 
+class Combiner(nn.Module, Component):
+    """Merges a second input into a feature map: ``forward(x [B, in_channels, H, W], aux [B, aux_channels, H, W])``
+    to ``[B, out_channels, H, W]``. The hierarchical assembler's encoder combiner merges the decoder state into an
+    encoder feature; its decoder combiner merges a latent sample into the decoder state."""
+
+    kind = "combiner"
+    slot_arguments = ("in_channels", "out_channels", "aux_channels")
+
+    def __init__(self, in_channels: int, out_channels: int, aux_channels: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.aux_channels = in_channels, out_channels, aux_channels
+
+    @abc.abstractmethod
+    def forward(self, x: Tensor, aux: Tensor) -> Tensor: ...
+
+
 class Prior(nn.Module, Component):
-    """p(z_i | z_<i) for one latent group, from the decoder state (None for an unconditional prior)."""
+    """p(z_i | z_<i) for one latent group. A prior is one of two kinds of slot, and subclasses the one it fills:
+
+    - :class:`UnconditionalPrior`: one instance, built from the recipe's arguments alone (``top_prior`` of the
+      hierarchical assembler, ``prior`` of ``ConvVAE``); the ``state`` it is called with only gives the device and
+      dtype (its values are not used);
+    - :class:`ConditionalPrior`: built per latent group by the assembler with ``(in_channels, latent_channels)``
+      (``prior`` of the hierarchical assembler), called with the decoder state.
+    """
 
     kind = "prior"
 
@@ -110,7 +166,29 @@ class Prior(nn.Module, Component):
     def forward(
         self, state: Tensor | None, latent_shape: Sequence[int], temperature: float = 1.0
     ) -> LatentDistribution:
-        """``latent_shape`` is ``[B, C, H, W]`` of the group's latent."""
+        """``latent_shape`` is ``[B, C, H, W]`` (or ``[B, D]``) of the group's latent."""
+
+    @classmethod
+    def contract_problems(cls) -> list[str]:
+        problems = super().contract_problems()
+        if not issubclass(cls, (UnconditionalPrior, ConditionalPrior)):
+            problems.append(
+                "a prior subclasses UnconditionalPrior (one instance, from its own arguments) or ConditionalPrior "
+                "(built per group with (in_channels, latent_channels), called with the decoder state)"
+            )
+        return problems
+
+
+class UnconditionalPrior(Prior):
+    """p(z) of one group, independent of the decoder: one instance in its slot; ``state`` (a tensor, or None)
+    only gives the device and dtype."""
+
+
+class ConditionalPrior(Prior):
+    """p(z_i | z_<i) from the decoder state: built per group with ``(in_channels, latent_channels)``, the state's
+    channels and the latent's; called with the state ``[B, in_channels, H, W]``."""
+
+    slot_arguments = ("in_channels", "latent_channels")
 
 
 class JointPrior(nn.Module, Component):
@@ -123,6 +201,7 @@ class JointPrior(nn.Module, Component):
     """
 
     kind = "joint_prior"
+    slot_arguments = ("channels",)
     #: whether :meth:`training_log_prob` is a per-sample value that may enter an importance-weighted logsumexp
     #: (False for estimates that are right only in expectation, such as denoising score matching)
     exact_in_training: ClassVar[bool] = True
@@ -168,6 +247,8 @@ class Posterior(nn.Module, Component):
     """q(z_i | x, z_<i) for one latent group, from encoder features and (optionally) the prior."""
 
     kind = "posterior"
+    # no slot_arguments: the hierarchical assembler builds posteriors per group with (in_channels, latent_channels),
+    # ConvVAE takes one instance built from its own arguments
 
     @abc.abstractmethod
     def forward(self, features: Tensor, prior: LatentDistribution | None) -> LatentDistribution: ...
@@ -180,6 +261,7 @@ class Flow(nn.Module, Component):
     """
 
     kind = "flow"
+    slot_arguments = ("latent_channels", "context_channels")
 
     @abc.abstractmethod
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
@@ -190,6 +272,7 @@ class Denoiser(nn.Module, Component):
     to a tensor shaped like ``z_t`` (what it predicts, e.g. the noise, is the prior's convention)."""
 
     kind = "denoiser"
+    slot_arguments = ("channels",)
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -381,7 +464,7 @@ class GenerativeModel(nn.Module, Component):
     def compile_cells(self) -> int:
         """``torch.compile`` every :class:`Cell` of the model in place (fuses their elementwise tails); returns
         how many were compiled."""
-        cells = [m for m in self.modules() if isinstance(m, Cell)]
+        cells = [m for m in self.modules() if isinstance(m, (Cell, Combiner))]
         if not cells:
             raise NotImplementedError(f"{type(self).__name__} has no cells to compile")
         import torch._dynamo.config
@@ -445,6 +528,7 @@ class DataModule(Component):
 #: interface class of each kind that has one (presets and pretrained entries are plain callables/dicts)
 INTERFACES: dict[str, type] = {
     "cell": Cell,
+    "combiner": Combiner,
     "prior": Prior,
     "joint_prior": JointPrior,
     "denoiser": Denoiser,

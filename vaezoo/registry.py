@@ -19,6 +19,8 @@ from .errors import RegistryError
 #: The component kinds and what each one is for (shown by ``vaezoo list``).
 KINDS: dict[str, str] = {
     "cell": "residual building blocks of encoders and decoders",
+    "combiner": "merges of a second input into a feature map (the decoder state into an encoder feature, a latent "
+    "into the decoder state)",
     "posterior": "parameterisations of q(z|x) for one latent group",
     "prior": "parameterisations of p(z) for one latent group",
     "joint_prior": "priors over the standardised noise of several latent groups at once (e.g. score-based)",
@@ -150,9 +152,10 @@ class Registry:
 
 
 def check_implements(interface: type | None, kind: str, target: Any, name: str, plugin: str) -> None:
-    """A class registered under a kind with an interface (:data:`vaezoo.interfaces.INTERFACES`) must subclass it and
-    implement its abstract methods (``forward``, ``example``, ...): refused at registration, in one line, rather
-    than at the first forward pass."""
+    """A class registered under a kind with an interface (:data:`vaezoo.interfaces.INTERFACES`) must subclass it,
+    implement its abstract methods (``forward``, ``example``, ...) and have none of the interface's
+    ``contract_problems`` (a constructor that takes its slot's arguments, ...): refused at registration, in one
+    line, rather than at the first forward pass."""
     if interface is None or not isinstance(target, type):
         return
     where = f"{kind} {name!r} (plugin {plugin!r})"
@@ -170,6 +173,10 @@ def check_implements(interface: type | None, kind: str, target: Any, name: str, 
         raise RegistryError(
             f"{where}: {target.__qualname__} does not implement {', '.join(missing)} (abstract in {interface.__name__})"
         )
+    # the interface's own checks (the constructor's slot arguments, which of a kind's slots it fills)
+    problems = list(getattr(target, "contract_problems", lambda: [])())
+    if problems:
+        raise RegistryError(f"{where}: {target.__qualname__}: {'; '.join(problems)}")
 
 
 def _reexported(class_path: str, defining_module: str, qualname: str) -> bool:

@@ -70,6 +70,18 @@ def component_kinds(hint: Any) -> tuple[str, ...]:
     return tuple(found)
 
 
+def slot_classes(hint: Any) -> tuple[type, ...]:
+    """The interface classes a type hint admits (``ConditionalPrior`` for ``Callable[[int, int], ConditionalPrior]``):
+    narrower than its kinds when a kind has several slots."""
+    if isinstance(hint, type):
+        return (hint,) if any(issubclass(hint, cls) for cls in INTERFACES.values()) else ()
+    found: list[type] = []
+    for arg in typing.get_args(hint):
+        if not isinstance(arg, list):
+            found += [cls for cls in slot_classes(arg) if cls not in found]
+    return tuple(found)
+
+
 def _is_list_hint(hint: Any) -> bool:
     args = [a for a in typing.get_args(hint) if a is not type(None)] if _allows_none(hint) else [hint]
     return any(typing.get_origin(a) in (list, collections.abc.Sequence, tuple) for a in args)
@@ -114,10 +126,17 @@ class SpecChecker:
     classes: dict[str, type] = field(default_factory=dict)
 
     def check(
-        self, value: Any, kinds: tuple[str, ...], where: str, *, optional: bool = False, owner: str | None = None
+        self,
+        value: Any,
+        kinds: tuple[str, ...],
+        where: str,
+        *,
+        optional: bool = False,
+        owner: str | None = None,
+        bases: tuple[type, ...] = (),
     ) -> None:
-        """``value`` must be a component of one of ``kinds``; ``owner`` names the class whose constructor argument it
-        is (None for a recipe section)."""
+        """``value`` must be a component of one of ``kinds`` (and subclass one of ``bases``, the slot's classes, when
+        given); ``owner`` names the class whose constructor argument it is (None for a recipe section)."""
         if value is None:
             if not optional:
                 raise ConfigError(
@@ -126,7 +145,7 @@ class SpecChecker:
             self.classes.pop(where, None)
             return
         if isinstance(value, str):
-            self.classes[where] = self._resolve(value, kinds, where)
+            self.classes[where] = self._resolve(value, kinds, where, bases)
             return
         if not isinstance(value, dict):
             raise ConfigError(
@@ -137,7 +156,7 @@ class SpecChecker:
         if class_path is not None:
             if not isinstance(class_path, str):
                 raise ConfigError(f"{where}.class_path: expected a class name, got {_describe(class_path)}")
-            self.classes[where] = self._resolve(class_path, kinds, where)
+            self.classes[where] = self._resolve(class_path, kinds, where, bases)
         cls = self.classes.get(where)  # None: the class is a default of the parser's; jsonargparse checks it
         init_args = value.get("init_args", {})
         if not isinstance(init_args, dict):
@@ -181,15 +200,15 @@ class SpecChecker:
             if not isinstance(value, list):
                 raise ConfigError(f"{where}: expected a list of {' or '.join(kinds)} specs, got {_describe(value)}")
             for i, item in enumerate(value):
-                self.check(item, kinds, f"{where}[{i}]", owner=sig.name)
+                self.check(item, kinds, f"{where}[{i}]", owner=sig.name, bases=slot_classes(hint))
         elif kinds:
-            self.check(value, kinds, where, optional=_allows_none(hint), owner=sig.name)
+            self.check(value, kinds, where, optional=_allows_none(hint), owner=sig.name, bases=slot_classes(hint))
         elif _is_mapping_hint(hint) and not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
         else:
             check_plain_value(hint, value, where)
 
-    def _resolve(self, name: str, kinds: tuple[str, ...], where: str) -> type:
+    def _resolve(self, name: str, kinds: tuple[str, ...], where: str, bases: tuple[type, ...] = ()) -> type:
         entry = self.registry.find_class(name)
         choices = sorted({n for kind in kinds for n in self.registry.names(kind)})
         if entry is None:
@@ -197,6 +216,21 @@ class SpecChecker:
         if entry.kind not in kinds and not any(issubclass(entry.target, INTERFACES[k]) for k in kinds):
             raise ConfigError(
                 f"{where}: {entry.name} is a {entry.kind}, not a {' or '.join(kinds)} (choices: {', '.join(choices)})"
+            )
+        if bases and isinstance(entry.target, type) and not issubclass(entry.target, bases):
+            fitting = sorted(
+                n
+                for kind in kinds
+                for n in self.registry.names(kind)
+                if isinstance(self.registry.get(kind, n).target, type)
+                and issubclass(self.registry.get(kind, n).target, bases)
+            )
+            wanted = " or ".join(b.__name__ for b in bases)
+            doc = (bases[0].__doc__ or "").strip().split(":")[0].splitlines()[0] if len(bases) == 1 else ""
+            raise ConfigError(
+                f"{where}: {entry.name} is not {'an' if wanted[0] in 'AEIOU' else 'a'} {wanted}"
+                f"{f' ({doc})' if doc else ''}; this slot takes "
+                f"{', '.join(fitting) or 'none registered'}"
             )
         return entry.target
 

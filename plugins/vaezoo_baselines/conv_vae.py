@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from vaezoo.components import BernoulliLikelihood, StandardNormalPrior
 from vaezoo.errors import ConfigError
 from vaezoo.hub.mixin import ModelHubMixin
-from vaezoo.interfaces import Example, GenerativeModel, Likelihood, ModelOutput, Posterior, Prior
+from vaezoo.interfaces import Example, GenerativeModel, Likelihood, ModelOutput, Posterior, UnconditionalPrior
 
 from .components import GaussianPosterior
 
@@ -25,7 +25,7 @@ class ConvVAE(ModelHubMixin, GenerativeModel):
         latent_dim: int = 32,
         hidden_channels: int = 32,
         hidden_units: int = 256,
-        prior: Prior | None = None,
+        prior: UnconditionalPrior | None = None,
         posterior: Posterior | None = None,
         likelihood: Likelihood | None = None,
     ) -> None:

@@ -25,8 +25,8 @@ __all__ = [
 @hookimpl
 def register_components(register):
     register("posterior", PrecisionWeightedPosterior)
-    register("cell", PassThroughCombiner)
-    register("cell", LatentOnlyCombiner)
+    register("combiner", PassThroughCombiner)
+    register("combiner", LatentOnlyCombiner)
 
 
 @hookimpl

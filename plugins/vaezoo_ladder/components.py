@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaezoo.distributions import DiagonalNormal
-from vaezoo.interfaces import Cell, Example, LatentDistribution, Posterior
+from vaezoo.interfaces import Combiner, Example, LatentDistribution, Posterior
 
 
 def precision_weighted(
@@ -66,13 +66,13 @@ class PrecisionWeightedPosterior(Posterior):
         )
 
 
-class PassThroughCombiner(Cell):
+class PassThroughCombiner(Combiner):
     """An encoder combiner that returns the bottom-up feature unchanged and ignores the decoder state: a Ladder VAE's
     likelihood-derived estimate depends on ``x`` alone, and the top-down information enters only through the prior
     in the precision weighting."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1) -> None:
-        super().__init__(in_channels, out_channels, stride)
+    def __init__(self, in_channels: int, out_channels: int, aux_channels: int) -> None:
+        super().__init__(in_channels, out_channels, aux_channels)
         if in_channels != out_channels:
             raise ValueError(f"PassThroughCombiner keeps its channels, got {in_channels} -> {out_channels}")
 
@@ -82,18 +82,16 @@ class PassThroughCombiner(Cell):
     @classmethod
     def example(cls) -> Example:
         x = torch.randn(2, 4, 5, 5, requires_grad=True)
-        return Example(build=lambda: cls(4, 4, 1, 3), inputs=(x, torch.randn(2, 3, 5, 5)), output_shape=(2, 4, 5, 5))
+        return Example(build=lambda: cls(4, 4, 3), inputs=(x, torch.randn(2, 3, 5, 5)), output_shape=(2, 4, 5, 5))
 
 
-class LatentOnlyCombiner(Cell):
+class LatentOnlyCombiner(Combiner):
     """A decoder combiner whose new state is a convolution of the latent sample alone: the top-down path of a
     Ladder VAE is the Markov chain ``z_L -> z_{L-1} -> ... -> x`` and carries no deterministic state past a
     latent group."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1, kernel_size: int = 1
-    ) -> None:
-        super().__init__(in_channels, out_channels, stride)
+    def __init__(self, in_channels: int, out_channels: int, aux_channels: int, kernel_size: int = 1) -> None:
+        super().__init__(in_channels, out_channels, aux_channels)
         self.conv = torch.nn.Conv2d(aux_channels, out_channels, kernel_size, padding=(kernel_size - 1) // 2)
 
     def forward(self, x: Tensor, aux: Tensor) -> Tensor:
@@ -102,4 +100,4 @@ class LatentOnlyCombiner(Cell):
     @classmethod
     def example(cls) -> Example:
         x, z = torch.randn(2, 4, 5, 5), torch.randn(2, 3, 5, 5)
-        return Example(build=lambda: cls(4, 6, 1, 3), inputs=(x, z), output_shape=(2, 6, 5, 5))
+        return Example(build=lambda: cls(4, 6, 3), inputs=(x, z), output_shape=(2, 6, 5, 5))

@@ -13,10 +13,10 @@ from torch import Tensor
 
 from vaezoo.components.latents import NormalPosterior, split_parameters
 from vaezoo.distributions import SoftClampedNormal
-from vaezoo.interfaces import Example, LatentDistribution, Prior
+from vaezoo.interfaces import Example, LatentDistribution, UnconditionalPrior
 
 
-class FixedNormalPrior(Prior):
+class FixedNormalPrior(UnconditionalPrior):
     """The unconditional top prior: a ``SoftClampedNormal`` with zero raw parameters, i.e. N(0, 1.01^2 t^2).
 
     ``state`` only supplies the device and dtype.

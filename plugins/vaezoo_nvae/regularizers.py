@@ -157,8 +157,12 @@ class SpectralRegularizer(Regularizer):
 
     @classmethod
     def example(cls) -> Example:
+        # the conv weights (and weight norms) are regularised; biases and BatchNorm parameters are not
         return Example(
-            build=lambda: _with_model(cls(), _tiny_conv_model()), output_shape=(), call=lambda m, _: m(m.model)
+            build=lambda: _with_model(cls(), _tiny_conv_model()),
+            output_shape=(),
+            call=lambda m, _: m(m.model),
+            gradient_free=("model.*.bias", "model.1.weight", "model.5.weight"),
         )
 
 
@@ -178,8 +182,12 @@ class BatchNormScaleRegularizer(Regularizer):
 
     @classmethod
     def example(cls) -> Example:
+        # the BatchNorm scales (layers 1 and 5) are regularised, nothing else
         return Example(
-            build=lambda: _with_model(cls(), _tiny_conv_model()), output_shape=(), call=lambda m, _: m(m.model)
+            build=lambda: _with_model(cls(), _tiny_conv_model()),
+            output_shape=(),
+            call=lambda m, _: m(m.model),
+            gradient_free=("model.[0234].*", "model.*.bias"),
         )
 
 

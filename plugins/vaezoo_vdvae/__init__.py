@@ -26,7 +26,7 @@ __all__ = [
 @hookimpl
 def register_components(register):
     register("cell", BottleneckBlock)
-    register("cell", ZInjectionCombiner)
+    register("combiner", ZInjectionCombiner)
     register("posterior", BottleneckNormalPosterior)
     register("prior", BottleneckNormalPrior)
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.distributions import DiagonalNormal
-from vaezoo.interfaces import Cell, Example, LatentDistribution, Posterior, Prior
+from vaezoo.interfaces import Cell, Combiner, ConditionalPrior, Example, LatentDistribution, Posterior
 
 
 class Bottleneck(nn.Module):
@@ -111,7 +111,7 @@ class BottleneckNormalPosterior(Posterior):
         )
 
 
-class BottleneckNormalPrior(Prior):
+class BottleneckNormalPrior(ConditionalPrior):
     """p(z_i | z_<i): a bottleneck of the decoder state gives ``(mu, log sigma)``; its last conv starts at zero, so
     every prior starts as N(0, I)."""
 
@@ -143,14 +143,12 @@ class BottleneckNormalPrior(Prior):
         )
 
 
-class ZInjectionCombiner(Cell):
+class ZInjectionCombiner(Combiner):
     """Merges a latent sample into the decoder state: ``state + conv1x1(z)``, the conv's initial weights scaled by
     ``1/sqrt(depth)`` (VDVAE's ``z_fn``)."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1, depth: int = 1
-    ) -> None:
-        super().__init__(in_channels, out_channels, stride)
+    def __init__(self, in_channels: int, out_channels: int, aux_channels: int, depth: int = 1) -> None:
+        super().__init__(in_channels, out_channels, aux_channels)
         if in_channels != out_channels:
             raise ValueError(f"ZInjectionCombiner keeps its channels, got {in_channels} -> {out_channels}")
         self.project = nn.Conv2d(aux_channels, out_channels, 1)
@@ -163,4 +161,4 @@ class ZInjectionCombiner(Cell):
     @classmethod
     def example(cls) -> Example:
         x, z = torch.randn(2, 4, 5, 5), torch.randn(2, 3, 5, 5)
-        return Example(build=lambda: cls(4, 4, 1, 3, depth=4), inputs=(x, z), output_shape=(2, 4, 5, 5))
+        return Example(build=lambda: cls(4, 4, 3, depth=4), inputs=(x, z), output_shape=(2, 4, 5, 5))

@@ -35,7 +35,8 @@ __all__ = [
 #: kind -> classes registered by the core
 COMPONENTS: dict[str, list[type]] = {
     "model": [HierarchicalVAE],
-    "cell": [ResidualCell, WeightNormConvCell, EncoderCombiner, DecoderCombiner],
+    "cell": [ResidualCell, WeightNormConvCell],
+    "combiner": [EncoderCombiner, DecoderCombiner],
     "prior": [NormalPrior, StandardNormalPrior],
     "joint_prior": [StandardNormalJointPrior],
     "posterior": [NormalPosterior],

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..interfaces import Cell, Example
+from ..interfaces import Cell, Combiner, Example
 from ..nn import BNSwishConv, SqueezeExcitation, WeightNormConv2d, elu, skip_connection
 
 
@@ -140,11 +140,11 @@ class WeightNormConvCell(Cell):
         return cell_example(cls, 1, 3, 5, elu_before=True, elu_after=True)
 
 
-class EncoderCombiner(Cell):
+class EncoderCombiner(Combiner):
     """Merges the decoder state into an encoder feature: ``x + conv1x1(aux)`` (``aux`` has ``aux_channels``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1) -> None:
-        super().__init__(in_channels, out_channels, stride)
+    def __init__(self, in_channels: int, out_channels: int, aux_channels: int) -> None:
+        super().__init__(in_channels, out_channels, aux_channels)
         if in_channels != out_channels:
             raise ValueError(f"EncoderCombiner keeps its channels, got {in_channels} -> {out_channels}")
         self.conv = WeightNormConv2d(aux_channels, out_channels, 1, bias=True)
@@ -155,14 +155,14 @@ class EncoderCombiner(Cell):
     @classmethod
     def example(cls) -> Example:
         x, aux = torch.randn(2, 4, 5, 5), torch.randn(2, 6, 5, 5)
-        return Example(build=lambda: cls(4, 4, 1, 6), inputs=(x, aux), output_shape=(2, 4, 5, 5))
+        return Example(build=lambda: cls(4, 4, 6), inputs=(x, aux), output_shape=(2, 4, 5, 5))
 
 
-class DecoderCombiner(Cell):
+class DecoderCombiner(Combiner):
     """Merges a latent sample into the decoder state: ``conv1x1(cat[x, aux])``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1) -> None:
-        super().__init__(in_channels, out_channels, stride)
+    def __init__(self, in_channels: int, out_channels: int, aux_channels: int) -> None:
+        super().__init__(in_channels, out_channels, aux_channels)
         self.conv = WeightNormConv2d(in_channels + aux_channels, out_channels, 1, bias=True)
 
     def forward(self, x: Tensor, aux: Tensor) -> Tensor:
@@ -171,4 +171,4 @@ class DecoderCombiner(Cell):
     @classmethod
     def example(cls) -> Example:
         x, z = torch.randn(2, 4, 5, 5), torch.randn(2, 3, 5, 5)
-        return Example(build=lambda: cls(4, 4, 1, 3), inputs=(x, z), output_shape=(2, 4, 5, 5))
+        return Example(build=lambda: cls(4, 4, 3), inputs=(x, z), output_shape=(2, 4, 5, 5))

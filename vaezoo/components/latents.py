@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..distributions import DiagonalNormal, SoftClampedNormal
-from ..interfaces import Example, JointPrior, LatentDistribution, Posterior, Prior
+from ..interfaces import ConditionalPrior, Example, JointPrior, LatentDistribution, Posterior, UnconditionalPrior
 from ..nn import WeightNormConv2d, elu
 
 
@@ -21,7 +21,7 @@ def split_parameters(params: Tensor) -> tuple[Tensor, Tensor]:
     return mu, log_sigma
 
 
-class StandardNormalPrior(Prior):
+class StandardNormalPrior(UnconditionalPrior):
     """p(z) = N(0, I), scaled by the sampling temperature."""
 
     def forward(
@@ -42,7 +42,7 @@ class StandardNormalPrior(Prior):
         )
 
 
-class NormalPrior(Prior):
+class NormalPrior(ConditionalPrior):
     """p(z_i | z_<i): ELU then a weight-normalised 1x1 conv of the decoder state gives (raw mu, raw log sigma)."""
 
     def __init__(self, in_channels: int, latent_channels: int, kernel_size: int = 1) -> None:

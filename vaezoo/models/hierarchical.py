@@ -21,8 +21,11 @@ recipe ``encoder_cell: {class_path: ResidualCell, init_args: {use_se: true}}``; 
 channel counts and strides it needs:
 
 - cells and heads: ``(in_channels, out_channels, stride)``, stride 1, 2 (down) or -1 (up);
-- combiners: ``(in_channels, out_channels, stride=1, aux_channels)``, called as ``combiner(x, aux)``;
-- posteriors and priors: ``(feature_channels, latent_channels)``; flows: ``(latent_channels, context_channels)``;
+- combiners (:class:`~vaezoo.interfaces.Combiner`): ``(in_channels, out_channels, aux_channels)``, called as
+  ``combiner(x, aux)``;
+- posteriors and the priors below the top (:class:`~vaezoo.interfaces.ConditionalPrior`):
+  ``(feature_channels, latent_channels)``; flows: ``(latent_channels, context_channels)``; the top prior is one
+  :class:`~vaezoo.interfaces.UnconditionalPrior` instance;
 - the optional joint prior: ``(channels)``, the latent channels of all the top scale's groups together.
 
 With a ``joint_prior`` (a :class:`~vaezoo.interfaces.JointPrior`), the groups of the top (lowest-resolution) scale
@@ -36,13 +39,11 @@ one, nothing of the above exists (no parameters, no extra outputs).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -50,6 +51,8 @@ from ..distributions import full_precision
 from ..hub.mixin import ModelHubMixin
 from ..interfaces import (
     Cell,
+    Combiner,
+    ConditionalPrior,
     Example,
     Flow,
     GenerativeModel,
@@ -58,14 +61,15 @@ from ..interfaces import (
     Likelihood,
     ModelOutput,
     Posterior,
-    Prior,
+    UnconditionalPrior,
 )
 from ..nn import BN_SWISH_MODES, BatchNormSwish, WeightNormConv2d
+from ..testing.doubles import hierarchical_arguments
 
 CellFactory = Callable[[int, int, int], Cell]
-CombinerFactory = Callable[[int, int, int, int], Cell]
+CombinerFactory = Callable[[int, int, int], Combiner]
 PosteriorFactory = Callable[[int, int], Posterior]
-PriorFactory = Callable[[int, int], Prior]
+PriorFactory = Callable[[int, int], ConditionalPrior]
 FlowFactory = Callable[[int, int], Flow]
 JointPriorFactory = Callable[[int], JointPrior]
 
@@ -123,7 +127,7 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         encoder_combiner: CombinerFactory,
         encoder_head: CellFactory,
         posterior: PosteriorFactory,
-        top_prior: Prior,
+        top_prior: UnconditionalPrior,
         prior: PriorFactory,
         decoder_cell: CellFactory,
         decoder_combiner: CombinerFactory,
@@ -220,7 +224,7 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
                     self.encoder_tower.append(encoder_cell(enc * scale, enc * scale, 1))
                     encoder_roles.append("cell")
                 if not (level == num_latent_scales - 1 and group == groups - 1):
-                    self.encoder_tower.append(encoder_combiner(enc * scale, enc * scale, 1, dec * scale))
+                    self.encoder_tower.append(encoder_combiner(enc * scale, enc * scale, dec * scale))
                     encoder_roles.append("combiner")
             if level < num_latent_scales - 1:
                 self.encoder_tower.append(encoder_cell(enc * scale, enc * scale * mult, 2))
@@ -255,7 +259,7 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
                     for _ in range(decoder_cells_per_group):
                         self.decoder_tower.append(decoder_cell(dec * scale, dec * scale, 1))
                         decoder_roles.append("cell")
-                self.decoder_tower.append(decoder_combiner(dec * scale, dec * scale, 1, latent_channels))
+                self.decoder_tower.append(decoder_combiner(dec * scale, dec * scale, latent_channels))
                 decoder_roles.append("combiner")
             if level < num_latent_scales - 1:
                 self.decoder_tower.append(decoder_cell(dec * scale, dec * scale // mult, -1))
@@ -539,109 +543,6 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
 
     @staticmethod
     def example_arguments() -> dict[str, Any]:
-        """The constructor arguments of the contract example (a 2-scale model on 1x8x8 images), for plugins that
-        test a part of theirs inside it (e.g. a joint prior)."""
-        return dict(
-            image_shape=[1, 8, 8],
-            likelihood=_ExampleBernoulli(),
-            stem=_ExampleConvCell,
-            preprocess_cell=_ExampleConvCell,
-            encoder_cell=_ExampleConvCell,
-            encoder_combiner=_ExampleCombiner,
-            encoder_head=_ExampleConvCell,
-            posterior=_ExamplePosterior,
-            top_prior=_ExamplePrior(0, 2),
-            prior=_ExamplePrior,
-            decoder_cell=_ExampleConvCell,
-            decoder_combiner=_ExampleCombiner,
-            postprocess_cell=_ExampleConvCell,
-            decoder_head=_ExampleConvCell,
-            encoder_channels=2,
-            decoder_channels=2,
-            latent_channels=2,
-            num_latent_scales=2,
-            groups_per_scale=2,
-            adaptive_groups=True,
-            encoder_cells_per_group=1,
-            decoder_cells_per_group=1,
-            preprocess_blocks=1,
-            preprocess_cells=1,
-            postprocess_blocks=1,
-            postprocess_cells=1,
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Minimal parts for the assembler's own contract example (not registered; real components live in plugins)
-# ---------------------------------------------------------------------------------------------
-class _ExampleConvCell(Cell):
-    supported_strides = (1, 2, -1)
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__(in_channels, out_channels, stride)
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=max(stride, 1), padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.stride == -1:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        return self.conv(x)
-
-
-class _ExampleCombiner(Cell):
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, aux_channels: int = 1) -> None:
-        super().__init__(in_channels, out_channels, stride)
-        self.conv = nn.Conv2d(in_channels + aux_channels, out_channels, 1)
-
-    def forward(self, x: Tensor, aux: Tensor) -> Tensor:
-        return self.conv(torch.cat([x, aux], dim=1))
-
-
-class _ExampleNormal(LatentDistribution):
-    def __init__(self, mu: Tensor, log_sigma: Tensor, temperature: float = 1.0) -> None:
-        self.mu, self.sigma = mu, torch.exp(log_sigma) * temperature
-
-    def sample(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        noise = torch.randn_like(self.mu) if noise is None else noise
-        return self.mu + self.sigma * noise, noise
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        return -0.5 * ((z - self.mu) / self.sigma) ** 2 - torch.log(self.sigma) - 0.5 * math.log(2 * math.pi)
-
-
-class _ExamplePrior(Prior):
-    def __init__(self, in_channels: int, latent_channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, 2 * latent_channels, 1) if in_channels else None
-
-    def forward(self, state: Tensor | None, latent_shape, temperature: float = 1.0) -> LatentDistribution:
-        if self.conv is None:
-            zeros = state.new_zeros(tuple(latent_shape))
-            return _ExampleNormal(zeros, zeros, temperature)
-        mu, log_sigma = self.conv(state).chunk(2, dim=1)
-        return _ExampleNormal(mu, log_sigma, temperature)
-
-
-class _ExamplePosterior(Posterior):
-    def __init__(self, in_channels: int, latent_channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, 2 * latent_channels, 1)
-
-    def forward(self, features: Tensor, prior: LatentDistribution | None) -> LatentDistribution:
-        mu, log_sigma = self.conv(features).chunk(2, dim=1)
-        return _ExampleNormal(mu, log_sigma)
-
-
-class _ExampleBernoulli(Likelihood):
-    report_unit = "nats"
-
-    def param_channels(self, data_channels: int) -> int:
-        return data_channels
-
-    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        return -F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)
-
-    def sample(self, params: Tensor, temperature: float = 1.0) -> Tensor:
-        return torch.bernoulli(torch.sigmoid(params))
-
-    def mean(self, params: Tensor) -> Tensor:
-        return torch.sigmoid(params)
+        """The constructor arguments of the contract example (a 2-scale model on 1x8x8 images of
+        :mod:`vaezoo.testing.doubles`), for plugins that test a part of theirs inside it (e.g. a joint prior)."""
+        return hierarchical_arguments()

@@ -1,0 +1,170 @@
+"""Contract checks for components, shipped so that a plugin runs in its own test suite what vaezoo's suite runs on
+every registered component::
+
+    # tests/test_contract.py of a plugin
+    import pytest
+    from vaezoo.testing import check_entry, plugin_entries
+
+    @pytest.mark.parametrize("entry", plugin_entries("my_plugin"), ids=str)
+    def test_contract(entry):
+        check_entry(entry)
+
+Each check raises :class:`ContractError` (an ``AssertionError``) with one line naming the component and what it
+broke. :mod:`vaezoo.testing.doubles` has minimal stand-ins for every slot of the hierarchical assembler.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from fnmatch import fnmatch
+
+import torch
+
+from ..interfaces import INTERFACES, Component, DataModule
+from ..plugins import get_registry
+from ..registry import Entry, RegistryError, check_implements
+
+__all__ = [
+    "ContractError",
+    "check_component",
+    "check_dataset",
+    "check_entry",
+    "check_preset",
+    "check_registration",
+    "plugin_entries",
+]
+
+
+class ContractError(AssertionError):
+    """A component that breaks its kind's contract."""
+
+
+def plugin_entries(plugin: str | None = None, kinds: Iterable[str] | None = None) -> list[Entry]:
+    """The registry's entries registered by ``plugin`` (every plugin's when None), of ``kinds`` (every kind with a
+    contract: the component kinds, datasets and presets, when None). A plugin that is not loaded is an error, so
+    that a misspelt name never checks nothing."""
+    registry = get_registry()
+    wanted = list(kinds) if kinds is not None else [*INTERFACES, "preset"]
+    entries = [e for kind in wanted for e in registry.entries(kind) if plugin is None or e.plugin == plugin]
+    if plugin is not None and not any(e.plugin == plugin for k in registry.kinds() for e in registry.entries(k)):
+        raise ContractError(f"plugin {plugin!r} registered nothing (is it installed, and not blocked?)")
+    return entries
+
+
+def check_entry(entry: Entry) -> None:
+    """The contract of one registry entry, whatever its kind."""
+    if entry.kind == "preset":
+        check_preset(entry.name)
+    elif entry.kind == "dataset":
+        check_dataset(entry.target)
+    elif entry.kind in INTERFACES:
+        check_component(entry.target, entry.kind)
+
+
+def check_registration(cls: type, kind: str) -> None:
+    """What the registry checks when ``cls`` is registered as ``kind``: its interface, abstract methods and slot
+    constructor."""
+    try:
+        check_implements(INTERFACES.get(kind), kind, cls, cls.__name__, "?")
+    except RegistryError as error:
+        raise ContractError(str(error)) from None
+
+
+def _fail(cls: type, message: str) -> ContractError:
+    return ContractError(f"{cls.__qualname__}: {message}")
+
+
+def check_component(cls: type, kind: str | None = None) -> None:
+    """The common contract of a component class, on its own ``example()``:
+
+    - it registers as ``kind`` (its interface, abstract methods and slot constructor: :func:`check_registration`);
+    - ``example().build()`` is an instance, deterministic under the global seed;
+    - the example's output has the stated shape and is finite;
+    - backward gives a finite gradient to every parameter that requires one (but those the example names in
+      ``gradient_free``), or to the inputs for parameter-free components: no part of it is dead;
+    - its state_dict saved to bytes and loaded into a differently initialised instance gives bitwise the same
+      output in eval mode.
+    """
+    kind = kind or getattr(cls, "kind", "")
+    if kind not in INTERFACES:
+        raise _fail(cls, f"{kind!r} is not a component kind with a contract ({', '.join(INTERFACES)})")
+    check_registration(cls, kind)
+    if not issubclass(cls, Component):
+        raise _fail(cls, "is not a vaezoo.interfaces.Component")
+    example = cls.example()
+    if example is None or not callable(getattr(example, "build", None)):
+        raise _fail(cls, "example() must return a vaezoo.interfaces.Example")
+    torch.manual_seed(0)
+    module = example.build()
+    if not isinstance(module, cls):
+        raise _fail(cls, f"example().build() returned a {type(module).__name__}, not a {cls.__name__}")
+
+    torch.manual_seed(0)
+    out = example.run(module)
+    if not isinstance(out, torch.Tensor):
+        raise _fail(cls, f"the example's call returned a {type(out).__name__}, not a tensor")
+    if example.output_shape is not None and tuple(out.shape) != tuple(example.output_shape):
+        raise _fail(cls, f"the example's output has shape {tuple(out.shape)}, the example says {example.output_shape}")
+    if not torch.isfinite(out).all():
+        raise _fail(cls, "the example's output is not finite")
+
+    out.float().sum().backward()
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    if params:
+        dead = [n for n, p in params if p.grad is None and not any(fnmatch(n, g) for g in example.gradient_free)]
+        if all(p.grad is None for _, p in params):
+            raise _fail(cls, "no gradient reaches any parameter")
+        if dead:
+            raise _fail(cls, f"no gradient reaches {', '.join(dead[:5])}{' ...' if len(dead) > 5 else ''}")
+        grads = [p.grad for _, p in params]
+    else:
+        grads = [t.grad for t in example.inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+        if not any(g is not None for g in grads):
+            raise _fail(cls, "no gradient reaches its inputs (and it has no parameters)")
+    if not all(torch.isfinite(g).all() for g in grads if g is not None):
+        raise _fail(cls, "a gradient is not finite")
+
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(1234)
+    clone = example.build()
+    clone.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+    module.eval(), clone.eval()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        expected = example.run(module)
+        torch.manual_seed(7)
+        got = example.run(clone)
+    if not torch.equal(got, expected):
+        raise _fail(cls, "its state_dict does not carry its state: a loaded copy gives another output")
+
+
+def check_dataset(cls: type) -> None:
+    """A data module's example builds, both splits are non-empty, and images have ``image_shape`` in [0, 1]."""
+    check_registration(cls, "dataset")
+    if not issubclass(cls, DataModule):
+        raise _fail(cls, "is not a vaezoo.interfaces.DataModule")
+    data = cls.example().build()
+    for split, dataset in (("train", data.train_dataset()), ("test", data.test_dataset())):
+        if len(dataset) == 0:
+            raise _fail(cls, f"its {split} split is empty")
+        x, *_ = dataset[0]
+        if tuple(x.shape) != tuple(data.image_shape):
+            raise _fail(cls, f"a {split} image has shape {tuple(x.shape)}, image_shape is {tuple(data.image_shape)}")
+        if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+            raise _fail(cls, f"{split} images are not in [0, 1]")
+
+
+def check_preset(name: str) -> None:
+    """A preset builds (on the meta device: no memory) into a registered model class with parameters."""
+    from ..config import build
+
+    registry = get_registry()
+    with torch.device("meta"):
+        model = build(registry.get("preset", name).target(), kind="model", registry=registry)
+    if registry.find_class(type(model).__name__) is None:
+        raise ContractError(f"preset {name!r}: builds a {type(model).__name__}, which is not a registered model")
+    if sum(p.numel() for p in model.parameters()) == 0:
+        raise ContractError(f"preset {name!r}: the model has no parameters")
