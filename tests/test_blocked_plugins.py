@@ -95,8 +95,17 @@ def test_blocking_a_plugin_leaves_the_rest_buildable(plugin, everything, blocked
     assert resolved, f"blocking {plugin} left no recipe to check"
 
 
-def test_blocking_the_core_removes_its_components(blocked):
-    blocked("core")
+def test_the_core_cannot_be_blocked_and_naming_it_says_so(blocked, capsys):
+    """Blocking ``core`` would leave every assembled model's preset listed and none buildable: it is refused with one
+    warning line, and everything else in the same setting is still blocked."""
+    capsys.readouterr()
+    blocked("core,vdvae")
     registry = vaezoo.get_registry()
-    assert "HierarchicalVAE" not in registry.names("model")
-    assert "ConvVAE" in registry.names("model")
+    assert "HierarchicalVAE" in registry.names("model") and "EncoderCombiner" in registry.names("combiner")
+    assert "ZInjectionCombiner" not in registry.names("combiner")  # vdvae is blocked
+    assert plugins.blocked_plugins() == {"vdvae"}
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "core" in line]
+    assert warnings == [
+        "warning: VAEZOO_BLOCK_PLUGINS names 'core', which cannot be blocked (vaezoo's own components, which every "
+        "assembled model builds on); it is loaded"
+    ]

@@ -502,6 +502,7 @@ def test_a_saved_model_names_the_plugins_it_needs(tmp_path, monkeypatch):
     monkeypatch.setenv("VAEZOO_BLOCK_PLUGINS", "nvae")
     plugins.reset()
     with pytest.raises(
-        ConfigError, match=r"needs plugin 'nvae', which VAEZOO_BLOCK_PLUGINS blocks, for .*DepthwiseResidualCell"
+        ConfigError,
+        match=r"needs plugin 'nvae' \(from vaezoo\), which VAEZOO_BLOCK_PLUGINS blocks, for .*DepthwiseResidualCell",
     ):
         vaezoo.load(str(nvae))

@@ -88,10 +88,26 @@ def _imports(module: str, path: Path) -> list[tuple[str, bool, int]]:
                 for alias in child.names:
                     sub = f"{target}.{alias.name}"
                     found.append((sub if sub in SOURCES else target, in_function, child.lineno))
+            elif isinstance(child, ast.Call) and _dynamic_import(child):
+                found.append((_dynamic_import(child), in_function, child.lineno))
             visit(child, local)
 
     visit(tree, False)
     return [(t, local, line) for t, local, line in found if t.split(".")[0].startswith("vaezoo")]
+
+
+def _dynamic_import(call: ast.Call) -> str | None:
+    """The module named by ``importlib.import_module("m")``, ``import_module("m")`` or ``__import__("m")``."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    if name in ("import_module", "__import__") and call.args and isinstance(call.args[0], ast.Constant):
+        return call.args[0].value if isinstance(call.args[0].value, str) else None
+    return None
+
+
+def _string_constants(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(), str(path))
+    return [(n.value, n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
 
 
 def _layer(module: str) -> int:
@@ -141,6 +157,42 @@ def test_no_plugin_imports_another(plugin):
     assert not problems, "\n".join(problems)
 
 
+def _names_by_plugin() -> dict[str, set[str]]:
+    import vaezoo
+
+    registry = vaezoo.get_registry()
+    owners: dict[str, set[str]] = {}
+    for kind in registry.kinds():
+        for entry in registry.entries(kind):
+            owners.setdefault(entry.plugin, set()).add(entry.name)
+    return owners
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_no_plugin_names_another_plugins_components(plugin):
+    """No string in a plugin's code names a component, preset or class path that another plugin registers (a
+    registry look-up or a spec by name is a dependency as real as an import); the core's names are fair game."""
+    owners = _names_by_plugin()
+    others = {
+        name: owner
+        for owner, names in owners.items()
+        if owner not in (plugin.removeprefix("vaezoo_"), "core")
+        for name in names
+    }
+    problems = []
+    for module in (m for m in SOURCES if m.split(".")[0] == plugin):
+        for text, line in _string_constants(SOURCES[module]):
+            owner = others.get(text) or others.get(text.rsplit(".", 1)[-1] if text.startswith("vaezoo_") else "")
+            dotted = text.split(".")[0]
+            if owner is None and dotted.startswith("vaezoo_") and dotted in PLUGINS and dotted != plugin:
+                owner = dotted
+            if owner is not None:
+                problems.append(
+                    f"{SOURCES[module].relative_to(REPO)}:{line}: {plugin} names {text!r} of plugin {owner}"
+                )
+    assert not problems, "\n".join(problems)
+
+
 def test_the_checks_see_violations(tmp_path, monkeypatch):
     """The AST reading catches relative, aliased and function-local imports (so the tests above can fail)."""
     source = tmp_path / "probe.py"
@@ -148,8 +200,10 @@ def test_the_checks_see_violations(tmp_path, monkeypatch):
         "from ..training import trainer as t\n"
         "def f():\n    import vaezoo_nvae.cells\n    from ..hub import loading\n"
         "g = lambda: __import__('x')\n"
+        "import importlib\nh = importlib.import_module('vaezoo_lsgm.prior')\ni = __import__('vaezoo.cli')\n"
     )
     found = _imports("vaezoo.models.probe", source)
+    assert ("vaezoo_lsgm.prior", False, 7) in found and ("vaezoo.cli", False, 8) in found
     assert ("vaezoo.training.trainer", False, 1) in found
     assert ("vaezoo_nvae.cells", True, 3) in found
     assert ("vaezoo.hub.loading", True, 4) in found

@@ -4,8 +4,9 @@ Environment variables:
 
 - ``VAEZOO_DISABLE_PLUGIN_AUTOLOAD=1``: load only the plugins shipped with vaezoo itself
   (third-party entry points are ignored; plugins registered in code still work).
-- ``VAEZOO_BLOCK_PLUGINS=name1,name2``: never load these plugins (built-in ones included; blocking ``core`` removes
-  the generic components every assembled model builds on, leaving the models that need none of them).
+- ``VAEZOO_BLOCK_PLUGINS=name1,name2``: never load these plugins (any plugin, built-in paper plugins included, but
+  ``core``: vaezoo's own generic components, which every assembled model and preset builds on, cannot be blocked;
+  naming it is one warning line and it is loaded).
 
 One plugin cannot break the others: a plugin that fails to import, whose hooks raise, or that registers a name
 another plugin registered first is skipped as a whole (none of its components is registered), reported once as one
@@ -61,8 +62,17 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def blocked_plugins() -> set[str]:
+#: plugins that VAEZOO_BLOCK_PLUGINS cannot block: the core's own components, the base every other plugin builds on
+UNBLOCKABLE = frozenset(DEFAULT_PLUGINS)
+
+
+def _requested_blocks() -> set[str]:
     return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def blocked_plugins() -> set[str]:
+    """The plugins ``VAEZOO_BLOCK_PLUGINS`` blocks (never those in :data:`UNBLOCKABLE`)."""
+    return _requested_blocks() - UNBLOCKABLE
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -72,6 +82,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _manager is None:
             pm = pluggy.PluginManager("vaezoo")
             pm.add_hookspecs(hookspecs)
+            for name in sorted(_requested_blocks() & UNBLOCKABLE):
+                print(
+                    f"warning: {BLOCK_ENV} names {name!r}, which cannot be blocked (vaezoo's own components, which "
+                    "every assembled model builds on); it is loaded",
+                    file=sys.stderr,
+                )
             for name in blocked_plugins():
                 pm.set_blocked(name)
             _load_entry_points(pm)

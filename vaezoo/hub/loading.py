@@ -198,7 +198,8 @@ def _check_plugins(config: dict, where: str) -> None:
             continue
         dist, plugin = source.get("distribution"), source.get("plugin")
         if plugin in blocked_plugins():
-            needed.setdefault(f"plugin {plugin!r}, which {BLOCK_ENV} blocks,", []).append(component)
+            provider = f" (from {dist})" if dist else ""
+            needed.setdefault(f"plugin {plugin!r}{provider}, which {BLOCK_ENV} blocks,", []).append(component)
         elif plugin in failed:
             needed.setdefault(f"plugin {plugin!r}, which failed to load ({failed[plugin]}),", []).append(component)
         elif dist:
