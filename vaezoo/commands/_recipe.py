@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from ..interfaces import DataModule, GenerativeModel, Objective
 from ..plugins import get_registry
 from ..spec_check import RecipeChecker, RecipeShape
 from ..training import Trainer
+from ..training.settings import check_trainer_settings
 
 
 def add_recipe_arguments(parser) -> None:
@@ -44,40 +44,10 @@ def check_registered(cfg, sections=("model", "objective", "data")) -> None:
             resolve_class_paths(value, registry, section)
 
 
-#: the trainer values that parse but that no run can use: ``(check, what the value must be)`` per argument, checked
-#: before the run folder is created (the types are jsonargparse's; a 0 here would divide by zero mid-run, a NaN
-#: would train on NaN learning rates)
-_TRAINER_RANGES = {
-    "lr": (lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
-    "lr_min": (lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
-    "weight_decay": (lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
-    "adamax_eps": (lambda v: math.isfinite(v) and v > 0, "finite and positive"),
-    "betas": (lambda v: all(math.isfinite(b) and 0 <= b < 1 for b in v), "two values in [0, 1)"),
-    "grad_clip": (lambda v: v is None or (math.isfinite(v) and v > 0), "null or finite and positive"),
-    "warmup_steps": (lambda v: v >= 0, ">= 0"),
-    "max_epochs": (lambda v: v is None or v >= 1, "null or >= 1"),
-    "warmup_epochs": (lambda v: v is None or (math.isfinite(v) and v >= 0), "null or finite and >= 0"),
-    "checkpoint_every": (lambda v: v >= 0, ">= 0 (0: no periodic checkpoints)"),
-    "keep_last": (lambda v: v >= 0, ">= 0"),
-    "log_every": (lambda v: v >= 1, "positive"),
-    "sample_every": (lambda v: v >= 0, ">= 0 (0: no periodic samples)"),
-    "num_samples": (lambda v: v >= 1, "positive"),
-    "sample_temperature": (lambda v: math.isfinite(v) and v > 0, "finite and positive"),
-    "eval_k": (lambda v: v >= 0, ">= 0"),
-    "eval_batch_size": (lambda v: v >= 1, "positive"),
-    "max_consecutive_bad_steps": (lambda v: v >= 1, "positive"),
-    "max_rollbacks": (lambda v: v >= 0, ">= 0"),
-    "rollback_lr_factor": (lambda v: math.isfinite(v) and 0 < v <= 1, "in (0, 1]"),
-    "num_workers": (lambda v: v >= 0, ">= 0"),
-}
-
-
 def check_trainer_values(trainer_args: dict) -> None:
     """Out-of-range trainer values (and a device this machine does not have) are one line, before anything is
     written."""
-    for key, (ok, what) in _TRAINER_RANGES.items():
-        if key in trainer_args and not ok(trainer_args[key]):
-            raise ConfigError(f"trainer.{key} must be {what}, got {trainer_args[key]!r}")
+    check_trainer_settings(trainer_args)
     check_device(trainer_args.get("device", "auto"), "trainer.device")
 
 

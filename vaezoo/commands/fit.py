@@ -96,7 +96,6 @@ def run(cfg) -> int:
             run_dir,
             seed=cfg.seed,
             resume=cfg.resume,
-            recipe=namespace_to_dict(cfg),
             console=console,
         )
         minutes = (time.perf_counter() - started) / 60

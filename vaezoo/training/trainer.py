@@ -64,6 +64,7 @@ from .reporting import (
 )
 from .sampler import EpochBatchSampler
 from .schedules import learning_rate
+from .settings import check_trainer_settings
 from .speed import apply_speed_switches
 
 
@@ -135,12 +136,7 @@ class Trainer:
         param_groups: list[dict] | None = None,
         init_from: str | None = None,
     ) -> None:
-        if max_steps < 1:
-            raise VaezooError(f"trainer.max_steps must be positive, got {max_steps}")
-        if accumulate_grad_batches < 1:
-            raise VaezooError(f"trainer.accumulate_grad_batches must be positive, got {accumulate_grad_batches}")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise VaezooError(f"trainer.ema_decay must be in (0, 1), got {ema_decay}")
+        check_trainer_settings(locals())  # the same ranges vaezoo fit checks before it writes anything
         self.max_steps = max_steps
         self.max_epochs, self.warmup_epochs = max_epochs, warmup_epochs
         self.lr, self.lr_min, self.warmup_steps, self.lr_schedule = lr, lr_min, warmup_steps, lr_schedule
@@ -325,7 +321,6 @@ class Trainer:
         run_dir: str | Path,
         seed: int = 0,
         resume: bool = False,
-        recipe: dict | None = None,
         console: Any = None,
     ) -> dict:
         run_dir = Path(run_dir)
