@@ -37,14 +37,17 @@ def test_old_folder_loads_and_matches(folder):
 def test_recipe_with_class_paths_from_before_the_move_still_parses(tmp_path, capsys):
     """A recipe (or a run's config.yaml, read again by ``fit --resume``) that spells the full class paths
     components had before they moved parses, with the paths brought up to date through the registry aliases."""
+    import vaezoo
     from vaezoo.cli import main
     from vaezoo.components import PREVIOUS_CLASS_PATHS
 
-    recipe = (Path(__file__).resolve().parents[1] / "recipes" / "nvae_mnist_small.yaml").read_text()
-    old = recipe
+    # the recipe in full (it names its preset), every class path spelt out, then spelt as before the move
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "nvae_mnist_small.yaml"
+    assert main(["fit", str(recipe), "--print_config"]) == 0
+    old = capsys.readouterr().out
     for name, previous in PREVIOUS_CLASS_PATHS.items():
-        old = old.replace(f"class_path: {name}\n", f"class_path: {previous[0]}\n")
-        old = old.replace(f"class_path: {name}}}", f"class_path: {previous[0]}}}")
+        current = vaezoo.get_registry().find_class(name).class_path
+        old = old.replace(f"class_path: {current}\n", f"class_path: {previous[0]}\n")
     assert old.count("vaezoo_nvae.cells.") >= 3 and "vaezoo.likelihoods.BernoulliLikelihood" in old
     path = tmp_path / "old_recipe.yaml"
     path.write_text(old)

@@ -94,8 +94,14 @@ def test_an_overlay_of_the_wrong_shape_is_one_line_naming_the_key(tmp_path, caps
             "model.init_args.prior.init_args.foo: unknown argument of StandardNormalPrior",
         ),
         (
-            ["--model.init_args.prior", "NormalPrior", "--model.init_args.prior.init_args.kernel_siz", "3"],
-            "model.init_args.prior.init_args.kernel_siz: unknown argument of NormalPrior (did you mean kernel_size?)",
+            ["--model.init_args.posterior.init_args.min_log_sigm", "-5"],
+            "model.init_args.posterior.init_args.min_log_sigm: unknown argument of GaussianPosterior (did you mean "
+            "min_log_sigma, max_log_sigma?)",
+        ),
+        (  # ConvVAE's prior is one instance: a prior built per latent group does not fit its slot
+            ["--model.init_args.prior", "NormalPrior"],
+            "model.init_args.prior: NormalPrior is not an UnconditionalPrior (p(z) of one group, independent of the "
+            "decoder); this slot takes FixedNormalPrior, StandardNormalPrior",
         ),
         (["--model.init_args.prior", "NormalPrio"], "model.init_args.prior: unknown prior 'NormalPrio'; did you mean"),
         (["--trainer.max_stepz", "3"], "trainer.max_stepz: unknown trainer setting (did you mean max_steps,"),
