@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import vaezoo
-from vaezoo.interfaces import INTERFACES, Component, DataModule
+from vaezoo.interfaces import INTERFACES, Component, DataModule, FeatureExtractor
 
-_MODULE_KINDS = [k for k, cls in INTERFACES.items() if k != "dataset"]
+_MODULE_KINDS = [k for k, cls in INTERFACES.items() if k not in ("dataset", "feature_extractor")]
 
 
 def _entries(kinds):
@@ -60,6 +60,24 @@ def test_component_contract(entry):
     with torch.no_grad():
         expected, got = _run(example, module, seed=7), _run(example, clone, seed=7)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("entry", _entries(["feature_extractor"]))
+def test_feature_extractor_contract(entry):
+    """Frozen measurement networks (no backward): features of the declared shape and a protocol naming everything a
+    figure in them depends on."""
+    cls = entry.target
+    assert issubclass(cls, FeatureExtractor) and cls.metric and cls.label
+    example = cls.example()
+    module = example.build()
+    with torch.no_grad():
+        out = _run(example, module)
+        assert tuple(out.shape) == tuple(example.output_shape) == (len(example.inputs[0]), module.feature_dim)
+        assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    protocol = module.protocol()
+    assert {"name", "weights", "weights_sha256", "resize", "features"} <= set(protocol)
+    assert len(protocol["weights_sha256"]) == 64 and int(protocol["weights_sha256"], 16) >= 0
+    assert not any(p.requires_grad for p in module.parameters())
 
 
 @pytest.mark.parametrize("entry", _entries(["dataset"]))
