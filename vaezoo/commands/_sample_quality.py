@@ -119,17 +119,17 @@ def run(cfg, quality: SampleQuality, model, data, data_spec, console) -> list[di
     for extractor, metrics in quality.extractors:
         extractor.to(model.device)
         protocol = extractor.protocol()
-        keep = min(cfg.n_samples, KID_MAX_ROWS) if any(what == "kid" for _, what in metrics) else 0
+        kid = any(what == "kid" for _, what in metrics)
         started = time.perf_counter()
         reference = reference_statistics(
             dataset, extractor, data_identity=identity, split=cfg.reference, batch_size=cfg.batch_size,
-            keep=keep, device=model.device,
+            keep=KID_MAX_ROWS if kid else 0, device=model.device,
         )  # fmt: skip
         for note in reference.notes:
             console.print(f"[yellow]note[/]: {note}")
         generated, kept = generated_features(
             model, extractor, cfg.n_samples, batch_size=cfg.batch_size, temperature=cfg.temperature,
-            decoder_output=cfg.decoder_output, seed=cfg.seed, keep=keep,
+            decoder_output=cfg.decoder_output, seed=cfg.seed, keep=min(cfg.n_samples, KID_MAX_ROWS) if kid else 0,
         )  # fmt: skip
         seconds = time.perf_counter() - started
         for name, what in metrics:
@@ -158,7 +158,7 @@ def run(cfg, quality: SampleQuality, model, data, data_spec, console) -> list[di
                 seconds=seconds,
             )  # fmt: skip
             figures.append(record)
-            console.print(f"[bold]{name}[/] = {_format(record)}  ({record['label']})")
+            console.print(f"[bold]{name}[/] = {_format(record)}: {record['label']}")
             console.print(f"protocol: {describe_protocol(record)}")
     return figures
 
