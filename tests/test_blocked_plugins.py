@@ -21,7 +21,7 @@ from vaezoo.config import resolve_class_paths
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted([*REPO.glob("recipes/**/*.yaml"), *REPO.glob("benchmarks/recipes/*.yaml")])
 #: the paper plugins shipped with vaezoo (the core's own default plugin, "core", is the base they all build on)
-BUILTIN_PLUGINS = ["baselines", "datasets", "nvae", "iaf", "ladder", "vdvae", "lsgm"]
+BUILTIN_PLUGINS = ["baselines", "datasets", "nvae", "iaf", "ladder", "vdvae", "lsgm", "fid"]
 
 
 def _class_paths(value) -> list[str]:

@@ -20,8 +20,13 @@ def _params(kinds):
     return [pytest.param(e, id=f"{e.kind}:{e.name}") for e in plugin_entries(kinds=kinds)]
 
 
-@pytest.mark.parametrize("entry", _params([k for k in INTERFACES if k != "dataset"]))
+@pytest.mark.parametrize("entry", _params([k for k in INTERFACES if k not in ("dataset", "feature_extractor")]))
 def test_component_contract(entry):
+    check_entry(entry)
+
+
+@pytest.mark.parametrize("entry", _params(["feature_extractor"]))
+def test_feature_extractor_contract(entry):
     check_entry(entry)
 
 

@@ -525,6 +525,41 @@ class DataModule(Component):
         return type(self).__name__
 
 
+class FeatureExtractor(nn.Module, Component):
+    """A frozen image network whose features sample-quality metrics compare (``vaezoo evaluate --metrics``).
+
+    ``forward`` maps images in [0, 1], ``[N, C, H, W]`` of a model's image shape, to float32 features
+    ``[N, feature_dim]``; bringing the images to the network's input (resizing, channels, quantisation) is the
+    extractor's own rule, named by :meth:`protocol`. A Fréchet distance in its features is reported as ``metric``
+    (KID as ``kid_metric``), described by ``label``: figures compare only between the same extractor, weights and
+    rule.
+    """
+
+    kind = "feature_extractor"
+    #: the name the Fréchet distance in these features is reported under (``--metrics``), e.g. ``fid``
+    metric: ClassVar[str] = ""
+    #: the name of the kernel (KID) distance in these features, or None when not offered
+    kid_metric: ClassVar[str | None] = None
+    #: what the figure is, printed beside it (e.g. "not comparable with Inception FID")
+    label: ClassVar[str] = ""
+    feature_dim: int
+
+    @classmethod
+    def open(cls, weights: str | None = None) -> FeatureExtractor:
+        """The ready extractor in eval mode. ``weights``: a user-supplied weights file, for extractors whose weights
+        are not shipped (None: the extractor's default, e.g. an environment variable); a missing file is refused in
+        one line before anything slow happens."""
+        return cls().eval()
+
+    @abc.abstractmethod
+    def forward(self, images: Tensor) -> Tensor: ...
+
+    @abc.abstractmethod
+    def protocol(self) -> dict[str, Any]:
+        """What a figure in these features depends on: ``{"name", "weights", "weights_sha256", "resize",
+        "features"}`` (strings)."""
+
+
 #: interface class of each kind that has one (presets and pretrained entries are plain callables/dicts)
 INTERFACES: dict[str, type] = {
     "cell": Cell,
@@ -539,4 +574,5 @@ INTERFACES: dict[str, type] = {
     "objective": Objective,
     "model": GenerativeModel,
     "dataset": DataModule,
+    "feature_extractor": FeatureExtractor,
 }

@@ -31,6 +31,7 @@ KINDS: dict[str, str] = {
     "objective": "training objectives (ELBO with warm-up and balancing, IWAE, ...)",
     "model": "generative model assemblers",
     "dataset": "data modules",
+    "feature_extractor": "frozen image networks whose features sample-quality metrics compare (Fréchet distance, KID)",
     "converter": "importers of checkpoints from other implementations (vaezoo convert)",
     "preset": "named model architectures for vaezoo.create",
     "pretrained": "published weights for vaezoo.load",

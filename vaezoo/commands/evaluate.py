@@ -1,4 +1,5 @@
-"""``vaezoo evaluate MODEL_OR_RUN``: test ELBO and importance-weighted NLL, labelled with the protocol."""
+"""``vaezoo evaluate MODEL_OR_RUN``: test ELBO and importance-weighted NLL, and sample-quality metrics (``--metrics``),
+each labelled with its protocol."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from ..evaluation.metrics import default_max_batch
 from ..evaluation.paired import paired_differences
 from ..hardware import check_device
 from ..training.memory import keep_freed_memory
+from . import _sample_quality
 from ._models import build_data, open_model
 
 NAME = "evaluate"
-HELP = "Report the test ELBO and the k-sample importance-weighted NLL of a model or run."
+HELP = "Report the test ELBO and the k-sample importance-weighted NLL of a model or run, or sample-quality metrics."
 
 
 def add_arguments(parser) -> None:
@@ -46,6 +48,7 @@ def add_arguments(parser) -> None:
         "the latent shapes agree): both bounds and the paired per-example difference (MODEL - COMPARE) with its "
         "standard error",
     )  # fmt: skip
+    _sample_quality.add_arguments(parser)
 
 
 def run(cfg) -> int:
@@ -60,9 +63,21 @@ def run(cfg) -> int:
     if cfg.max_batch is not None and cfg.max_batch < 1:
         raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
     check_device(cfg.device, "--device")
+    quality = _sample_quality.plan(cfg)  # opens the feature extractors: a missing weights file stops here
     model, data_spec = open_model(cfg.model, cfg.device)
     data = build_data(data_spec, cfg.data, model)
     check_data_fits(model, data, "--data" if cfg.data is not None else "the run's data")
+    console = Console(soft_wrap=True)
+    payload = _likelihood(cfg, model, data, console) if quality.likelihood else {"model": cfg.model}
+    figures = _sample_quality.run(cfg, quality, model, data, data_spec, console)
+    if cfg.out:
+        payload = {**payload, **({"sample_quality": figures} if figures else {})}
+        atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _likelihood(cfg, model, data, console) -> dict:
+    """The test ELBO and IW-NLL (and the ``--compare`` model's, paired), printed; the ``--out`` record."""
     dataset = data.test_dataset()
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -87,7 +102,6 @@ def run(cfg) -> int:
     protocol = f"{data.describe()}; {depth}k={k} importance samples, batched ({rows} rows per forward pass)"
     if notes.get("log_p"):
         protocol += f"; {notes['log_p']}"
-    console = Console(soft_wrap=True)
     if capped:
         console.print(f"[yellow]note[/]: --k {cfg.k} lowered to {k} for this model: {notes.get('why', '')}")
     console.print(f"[bold]{cfg.model}[/]: {result.describe()}")
@@ -106,17 +120,14 @@ def run(cfg) -> int:
             "compare": {"model": cfg.compare, **other_result.as_dict(), "same_posterior_noise": shared},
             "paired_difference": {name: value.as_dict() for name, value in paired.items()},
         }
-    if cfg.out:
-        payload = {
-            **result.as_dict(),
-            "protocol": protocol,
-            "seconds": seconds,
-            "model": cfg.model,
-            "torch_threads": torch.get_num_threads(),
-            **compared,
-        }
-        atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
-    return 0
+    return {
+        **result.as_dict(),
+        "protocol": protocol,
+        "seconds": seconds,
+        "model": cfg.model,
+        "torch_threads": torch.get_num_threads(),
+        **compared,
+    }
 
 
 def _open_comparison(cfg, model):

@@ -21,7 +21,7 @@ from fnmatch import fnmatch
 
 import torch
 
-from ..interfaces import INTERFACES, Component, DataModule
+from ..interfaces import INTERFACES, Component, DataModule, FeatureExtractor
 from ..plugins import get_registry
 from ..registry import Entry, RegistryError, check_implements
 
@@ -30,6 +30,7 @@ __all__ = [
     "check_component",
     "check_dataset",
     "check_entry",
+    "check_feature_extractor",
     "check_preset",
     "check_registration",
     "plugin_entries",
@@ -58,6 +59,8 @@ def check_entry(entry: Entry) -> None:
         check_preset(entry.name)
     elif entry.kind == "dataset":
         check_dataset(entry.target)
+    elif entry.kind == "feature_extractor":
+        check_feature_extractor(entry.target)
     elif entry.kind in INTERFACES:
         check_component(entry.target, entry.kind)
 
@@ -139,6 +142,32 @@ def check_component(cls: type, kind: str | None = None) -> None:
         got = example.run(clone)
     if not torch.equal(got, expected):
         raise _fail(cls, "its state_dict does not carry its state: a loaded copy gives another output")
+
+
+def check_feature_extractor(cls: type) -> None:
+    """A frozen measurement network (no backward): float32 features ``(N, feature_dim)``, finite, no parameter that
+    trains, and a protocol naming everything a figure in its features depends on (weights and their sha256, the
+    resize rule, the features)."""
+    check_registration(cls, "feature_extractor")
+    if not issubclass(cls, FeatureExtractor) or not cls.metric or not cls.label:
+        raise _fail(cls, "a feature extractor subclasses FeatureExtractor and names its metric and label")
+    example = cls.example()
+    module = example.build()
+    with torch.no_grad():
+        out = example.run(module)
+    expected = (len(example.inputs[0]), module.feature_dim)
+    if tuple(out.shape) != expected or tuple(example.output_shape) != expected:
+        raise _fail(cls, f"features of shape {tuple(out.shape)}, expected {expected}")
+    if out.dtype != torch.float32 or not torch.isfinite(out).all():
+        raise _fail(cls, "features must be finite float32")
+    missing = {"name", "weights", "weights_sha256", "resize", "features"} - set(module.protocol())
+    if missing:
+        raise _fail(cls, f"its protocol lacks {', '.join(sorted(missing))}")
+    sha = module.protocol()["weights_sha256"]
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise _fail(cls, f"weights_sha256 is not a sha256: {sha!r}")
+    if any(p.requires_grad for p in module.parameters()):
+        raise _fail(cls, "a measurement network is frozen: none of its parameters requires a gradient")
 
 
 def check_dataset(cls: type) -> None:
