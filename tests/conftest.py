@@ -15,6 +15,18 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def fake_distribution(site: Path, name: str, version: str, entry_points: dict[str, str]) -> Path:
+    """A distribution's metadata in ``site`` (a folder put on ``sys.path``), as ``pip install`` leaves it: what
+    ``importlib.metadata`` reads to find a plugin's entry points in the ``vaezoo`` group, its name and version."""
+    dist_info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
+    (dist_info / "entry_points.txt").write_text(f"[vaezoo]\n{lines}")
+    (dist_info / "RECORD").write_text("")
+    return site
+
+
 def _global_state() -> dict:
     import torch._dynamo.config as dynamo_config
 

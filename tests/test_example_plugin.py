@@ -13,20 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, fake_distribution
 
 EXAMPLE = REPO_ROOT / "examples" / "plugin-gated-cell"
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
-    site = tmp_path_factory.mktemp("site")
-    dist_info = site / "vaezoo_gated-0.1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: vaezoo-gated\nVersion: 0.1.0\n")
-    (dist_info / "entry_points.txt").write_text("[vaezoo]\ngated = vaezoo_gated\n")
-    (dist_info / "RECORD").write_text("")
-    return site
+    return fake_distribution(tmp_path_factory.mktemp("site"), "vaezoo-gated", "0.1.0", {"gated": "vaezoo_gated"})
 
 
 def _run(args: list[str], site: Path, cwd: Path, **env_extra: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, fake_distribution
 
 PLUGIN_SOURCE = textwrap.dedent(
     '''
@@ -58,12 +58,7 @@ PLUGIN_SOURCE = textwrap.dedent(
 def plugin_site(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("site")
     (site / "vaezoo_broad_prior.py").write_text(PLUGIN_SOURCE)
-    dist_info = site / "vaezoo_broad_prior-1.2.3.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: vaezoo-broad-prior\nVersion: 1.2.3\n")
-    (dist_info / "entry_points.txt").write_text("[vaezoo]\nbroad_prior = vaezoo_broad_prior\n")
-    (dist_info / "RECORD").write_text("")
-    return site
+    return fake_distribution(site, "vaezoo-broad-prior", "1.2.3", {"broad_prior": "vaezoo_broad_prior"})
 
 
 def _vaezoo(args, site, cwd, env_extra=None):
