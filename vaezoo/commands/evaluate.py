@@ -11,9 +11,10 @@ import torch
 from ..data.fit import check_data_fits
 from ..data.splits import atomic_write_text
 from ..evaluation import evaluate
-from ..evaluation.metrics import default_max_batch
 from ..evaluation.paired import paired_differences
+from ..evaluation.protocol import protocol_text
 from ..hardware import check_device
+from ..provenance import finished, now, provenance
 from ..training.memory import keep_freed_memory
 from ._models import build_data, open_model
 
@@ -60,6 +61,7 @@ def run(cfg) -> int:
     if cfg.max_batch is not None and cfg.max_batch < 1:
         raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
     check_device(cfg.device, "--device")
+    began = now()
     model, data_spec = open_model(cfg.model, cfg.device)
     data = build_data(data_spec, cfg.data, model)
     check_data_fits(model, data, "--data" if cfg.data is not None else "the run's data")
@@ -81,12 +83,7 @@ def run(cfg) -> int:
     started = time.perf_counter()
     result = evaluate(model, dataset, k=k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
     seconds = time.perf_counter() - started
-    bits = getattr(model.likelihood, "num_bits", None)
-    depth = f"{bits}-bit data; " if bits else ""
-    rows = cfg.max_batch or default_max_batch(model.device)
-    protocol = f"{data.describe()}; {depth}k={k} importance samples, batched ({rows} rows per forward pass)"
-    if notes.get("log_p"):
-        protocol += f"; {notes['log_p']}"
+    protocol = protocol_text(model, data, k, cfg.max_batch)
     console = Console(soft_wrap=True)
     if capped:
         console.print(f"[yellow]note[/]: --k {cfg.k} lowered to {k} for this model: {notes.get('why', '')}")
@@ -114,6 +111,9 @@ def run(cfg) -> int:
             "model": cfg.model,
             "torch_threads": torch.get_num_threads(),
             **compared,
+            "provenance": finished(provenance(started=began)),
+            # the record of the run that trained the model, when its folder has one (vaezoo fit writes it)
+            "model_provenance": getattr(getattr(model, "card", None), "provenance", None),
         }
         atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
     return 0

@@ -33,6 +33,7 @@ from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
 from ..hardware import warn_emulated_bf16
 from ..interfaces import DataModule, GenerativeModel, Objective
+from ..provenance import finished
 from . import images
 from .checkpoint import (
     atomic_torch_save,
@@ -177,6 +178,8 @@ class Trainer:
         if ema_decay is not None and any(g.get("ema_decay") for g in self.param_groups):
             raise VaezooError("set trainer.ema_decay or a param_groups ema_decay, not both")
         self.ctx = DistributedContext()  # set by the caller for multi-process training
+        #: the run's provenance record (:mod:`vaezoo.provenance`), written into every checkpoint; set by fit()
+        self.provenance: dict | None = None
         self.steps_per_epoch = 1  # set by fit() from the data
 
     # -- schedules -----------------------------------------------------------------------------
@@ -327,8 +330,10 @@ class Trainer:
         resume: bool = False,
         recipe: dict | None = None,
         console: Any = None,
+        provenance: dict | None = None,
     ) -> dict:
         run_dir = Path(run_dir)
+        self.provenance = provenance
         ctx = self.ctx
         self.ckpt_dir = run_dir / "checkpoints"
         if ctx.is_main:
@@ -487,6 +492,8 @@ class Trainer:
             "lr_scale": self.state["lr_scale"],
             "model_config": json.dumps(self.model.config) if self.model.config else "",
             "schedule": dict(self.schedule_values),
+            # what wrote this checkpoint, when ("ended": the moment it was written)
+            "provenance": finished(self.provenance) if self.provenance is not None else None,
         }
         path = checkpoint_path(self.ckpt_dir, self.state["step"])
         try:
