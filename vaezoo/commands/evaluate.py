@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
         "--data", type=dict | str | None, default=None, help="data module spec (default: the run's recipe)"
     )
     parser.add_argument("--k", type=int, default=100, help="importance samples (0: ELBO only)")
-    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--batch_size", type=int, default=100, help="test examples per batch")
     parser.add_argument(
         "--max_batch", type=int | None, default=None,
         help="rows per batched forward pass of the k samples (default: 2000 on GPUs, 200 on CPUs)",
@@ -38,8 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--channels_last", type=bool, default=True, help="run in the channels_last memory format (faster on CPUs)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", type=str, default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation's own random draws")
+    parser.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1, mps, ...")
     parser.add_argument("--out", type=str | None, default=None, help="also write the results as JSON here")
     parser.add_argument(
         "--compare", type=str | None, default=None,

@@ -136,6 +136,49 @@ class Trainer:
         param_groups: list[dict] | None = None,
         init_from: str | None = None,
     ) -> None:
+        """The settings of a run (the recipe's ``trainer`` section; ``vaezoo fit --help`` prints these lines).
+
+        Args:
+            max_steps: Optimiser updates (steps of one global batch) to train for; max_epochs replaces it when set.
+            max_epochs: Train for this many epochs instead of max_steps (converted to steps from the training set).
+            warmup_epochs: Learning-rate warm-up in epochs (converted to steps); replaces warmup_steps when set.
+            lr: Peak learning rate, reached at the end of the warm-up.
+            lr_min: Learning rate at the last step, where the cosine decay ends.
+            warmup_steps: Steps of linear learning-rate warm-up from 0 to lr.
+            lr_schedule: After the warm-up: cosine decay per step, per epoch (as NVAE's code), or constant.
+            weight_decay: Adamax's L2 weight decay.
+            adamax_eps: Adamax's epsilon (NVAE uses 1e-3).
+            betas: Adamax's two moment decay rates.
+            grad_clip: Clip the gradients to this total norm (null: no clipping).
+            accumulate_grad_batches: Micro-batches per step (global batch: batch_size x processes x this).
+            ema_decay: Decay of an exponential moving average of the weights, evaluated and saved at the end (null: none).
+            precision: fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler); log-densities stay fp32.
+            checkpoint_every: Write a checkpoint every this many steps (0: only the final one).
+            keep_last: Checkpoints kept on disk, the newest (0: keep all).
+            log_every: Write a metrics.jsonl record and update the progress bar every this many steps.
+            sample_every: Write samples and reconstructions PNGs every this many steps (0: only at the end).
+            num_samples: Images in each sample grid.
+            sample_temperature: Temperature of the prior when drawing those samples.
+            eval_k: Importance samples of the test IW-NLL at the end (0: the test ELBO only).
+            eval_batch_size: Test examples per batch of the final evaluation.
+            max_consecutive_bad_steps: Non-finite steps in a row that roll back to the last checkpoint.
+            max_rollbacks: Rollbacks allowed before the run stops as diverged.
+            rollback_lr_factor: Factor on the learning rate at each rollback.
+            num_workers: DataLoader worker processes (0: load in the training process).
+            tensorboard: Also write TensorBoard events (null: when the tensorboard package is installed).
+            progress: Show the progress bar (on a terminal, rank 0 only).
+            device: auto (the first GPU if any, else cpu), cpu, cuda, cuda:1, mps, ...
+            find_unused_parameters: Let DDP allow parameters that a step does not use (multi-process runs).
+            channels_last: NHWC tensors (oneDNN's depthwise convolutions are 3-5x faster on CPUs).
+            compile_cells: torch.compile each cell.
+            gradient_checkpointing: Recompute the cells in the backward pass: less memory, more time.
+            adamax_foreach: The multi-tensor Adamax (null: torch's default).
+            depthwise_weight_grad: The depthwise convolutions' weight gradient: native, or one compiled kernel.
+            keep_freed_memory: Keep freed memory for reuse instead of returning it to the system (CPU, glibc).
+            bn_swish: BatchNorm + Swish: native, fused (one autograd node), recompute (saves only the input).
+            param_groups: Per-component optimiser settings, chosen by name patterns (see vaezoo.training.optimizers).
+            init_from: Start from the weights of a saved model (folder, hf-hub:ORG/REPO or pretrained name).
+        """
         if max_steps < 1:
             raise VaezooError(f"trainer.max_steps must be positive, got {max_steps}")
         if accumulate_grad_batches < 1:
