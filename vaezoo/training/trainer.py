@@ -405,8 +405,9 @@ class Trainer:
         metrics_file = open_metrics(run_dir / "metrics.jsonl", ctx.is_main)
         self._metrics_file, self._console = metrics_file, console
         with progress as bar, metrics_file:
+            # no loss, KL or speed to show before the first logged step: the bar shows "…" for them
             task = bar.add_task(
-                "fit", total=self.max_steps, completed=self.state["step"], loss=float("nan"), kl=float("nan"), rate=0.0
+                "fit", total=self.max_steps, completed=self.state["step"], loss=None, kl=None, rate=None
             )
             while self.state["step"] < self.max_steps:
                 try:
@@ -485,7 +486,7 @@ class Trainer:
                 write_record(metrics_file, record)
                 write_scalars(writer, record, state["step"])
                 steps_per_s = (window_images / max(elapsed, 1e-9)) / (x.shape[0] * self.accumulate)
-                bar.update(task, loss=record["loss"], kl=record.get("kl", float("nan")), rate=steps_per_s)
+                bar.update(task, loss=record["loss"], kl=record.get("kl"), rate=steps_per_s)
                 window_start, window_images = time.perf_counter(), 0
             bar.update(task, completed=state["step"])
             if ctx.is_main and self.sample_every and state["step"] % self.sample_every == 0:
