@@ -144,7 +144,11 @@ def test_resume_is_bitwise_exact(tmp_path, capsys):
     # everything a checkpoint holds, not only the weights: optimiser moments and step counts, scaler, EMA, objective
     # state, both random streams and the loop's counters
     assert a["optimizer"]["state"] and a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
-    _assert_same_state(a, b)
+    # (but the provenance record, which says which command wrote each checkpoint, and when)
+    assert a["provenance"]["command"] != b["provenance"]["command"] and b["provenance"]["resumed_from_step"] == 4
+    earlier = b["provenance"]["earlier"]  # the interrupted invocation's record, read from provenance.json
+    assert len(earlier) == 1 and earlier[0]["command"][-2:] == ["--trainer.checkpoint_every", "4"]
+    _assert_same_state({**a, "provenance": None}, {**b, "provenance": None})
 
 
 def _assert_same_state(a, b, where="checkpoint"):

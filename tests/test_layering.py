@@ -32,6 +32,7 @@ LAYERS = [
     ("vaezoo.plugins", 3),
     ("vaezoo.config", 3),
     ("vaezoo.spec_check", 3),  # recipe structure checks against the registry and the interfaces
+    ("vaezoo.provenance", 3),  # the provenance record of a run's outputs: versions, plugins, machine, recipe, commit
     ("vaezoo.hub", 4),
     ("vaezoo.testing.doubles", 4),  # stand-ins for the assembler's slots (models build their examples of them)
     ("vaezoo.models", 5),

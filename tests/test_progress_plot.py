@@ -126,7 +126,10 @@ ALL_PANELS = [
 
 def test_plot_a_real_run(run_dir, capsys):
     assert main(["plot", str(run_dir)]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {run_dir / 'curves.png'}: {', '.join(ALL_PANELS)} (6 steps)"
+    assert (
+        capsys.readouterr().out.strip()
+        == f"wrote {run_dir / 'curves.png'}: {', '.join(ALL_PANELS)} (6 logged steps, up to step 30)"
+    )
     with Image.open(run_dir / "curves.png") as image:
         assert image.format == "PNG" and image.size == (1200, 1050)  # 2 columns x 3 rows of 600x350 panels
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp.png")]
@@ -162,3 +165,53 @@ def test_plot_shows_only_present_metrics_and_the_last_record_of_each_step(run_di
         plot_run(run)
     with pytest.raises(VaezooError, match="has no metrics.jsonl"):
         plot_run(tmp_path)
+
+
+def test_fit_bar_shows_blanks_until_the_first_logged_step(tmp_path, monkeypatch, capsys):
+    """The bar of a real fit, rendered when its task is added and at each logged step: "…" for the loss, KL and
+    speed until there is a value (not "nan"), then the values of metrics.jsonl's records."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from vaezoo.training import reporting, trainer
+
+    frames = []
+
+    def text(bar) -> str:
+        console = Console(file=StringIO(), width=200, color_system=None)
+        console.print(bar.make_tasks_table(bar.tasks))
+        return console.file.getvalue()
+
+    def spy(enabled, console):
+        bar = reporting.progress_bar(True, Console(file=StringIO()))
+        add, update = bar.add_task, bar.update
+
+        def add_task(*args, **fields):
+            task = add(*args, **fields)
+            frames.append(text(bar))
+            return task
+
+        def update_task(task, **fields):
+            update(task, **fields)
+            if "loss" in fields:
+                frames.append(text(bar))
+
+        bar.add_task, bar.update = add_task, update_task
+        assert isinstance(bar, Progress)
+        return bar
+
+    monkeypatch.setattr(trainer, "progress_bar", spy)
+    run = tmp_path / "run"
+    assert (
+        main(["fit", RECIPE, *SMALL, "--trainer.max_steps", "4", "--trainer.log_every", "2", "--run_dir", str(run)])
+        == 0
+    )
+    capsys.readouterr()
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [2, 4] and len(frames) == 3
+    assert "0/4" in frames[0] and "loss … kl … … steps/s" in frames[0] and "nan" not in frames[0]
+    for frame, record in zip(frames[1:], logged, strict=True):
+        assert f"loss {record['loss']:.2f} kl {record['kl']:.2f} " in frame
+        assert re.search(r"kl \S+ \d+\.\d steps/s", frame)

@@ -35,9 +35,24 @@ def build(spec: dict, kind: str = "model") -> Any:
     return _build(spec, kind=kind)
 
 
-def create(name: str, **overrides: Any) -> Any:
-    """Build an untrained model from a registered preset; ``overrides`` replace its init_args."""
-    entry = get_registry().get("preset", name)
+def create(name: str, pretrained: bool = False, **overrides: Any) -> Any:
+    """Build an untrained model from a registered preset; ``overrides`` replace its init_args.
+
+    ``pretrained=True`` is :func:`load`: the published weights of the preset (or of a pretrained name), as they are.
+    """
+    registry = get_registry()
+    if pretrained:
+        if overrides:
+            raise ConfigError(
+                f"vaezoo.create({name!r}, pretrained=True) loads published weights as they are and takes no overrides "
+                f"({', '.join(sorted(overrides))}); without pretrained=True it builds an untrained model with them"
+            )
+        return load(name)
+    if name not in registry.names("preset") and name in registry.names("pretrained"):
+        preset = registry.get("pretrained", name).target.get("preset")
+        untrained = f"; vaezoo.create({preset!r}) builds its architecture untrained" if preset else ""
+        raise RegistryError(f"{name!r} is a pretrained model, not a preset: vaezoo.load({name!r}) loads it{untrained}")
+    entry = registry.get("preset", name)
     spec = entry.target(**overrides)
     model = build(spec)
     model.preset = name
@@ -45,7 +60,8 @@ def create(name: str, **overrides: Any) -> Any:
 
 
 def load(name: str, device: Any = "cpu", **kwargs: Any) -> Any:
-    """A ready model in eval mode: a pretrained name, ``hf-hub:org/repo[@rev]`` or ``local-dir:PATH``."""
+    """A ready model in eval mode: a pretrained name (or a preset that exactly one pretrained entry uses),
+    ``hf-hub:org/repo[@rev]``, ``local-dir:PATH`` or a folder."""
     from .hub import load as _load
 
     return _load(name, device=device, **kwargs)

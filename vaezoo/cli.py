@@ -19,6 +19,7 @@ from .commands._recipe import check_recipe_argv
 from .commands._yaml_limits import check_argv
 from .config import describe_parse_error, register_recipe_mode
 from .errors import VaezooError
+from .provenance import command_line
 
 #: order in --help (others follow alphabetically)
 _ORDER = ["fit", "evaluate", "sample", "list", "plugins", "convert", "push", "download"]
@@ -76,6 +77,7 @@ def _normalise_argv(argv: list[str], modules: dict[str, ModuleType]) -> list[str
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    given = ["vaezoo", *argv]
     try:
         modules = command_modules()
         invoked = next((arg for arg in argv if not arg.startswith("-")), None)
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             check_recipe_argv(argv[1:], parser._subcommands_action._name_parser_map[argv[0]])
         cfg = parser.parse_args(argv)
         name = cfg.command
-        return int(modules[name].run(cfg[name]) or 0)
+        with command_line(given):  # the command line every provenance record names
+            return int(modules[name].run(cfg[name]) or 0)
     except VaezooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -374,14 +374,19 @@ class GenerativeModel(nn.Module, Component):
     likelihood: Likelihood
 
     @abc.abstractmethod
-    def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput: ...
+    def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput:
+        """Encode a batch of images ``x`` in [0, 1], draw one posterior sample per group (from ``noise`` when given:
+        one standard-normal tensor per latent group, top first, shaped as :meth:`latent_shapes`) and score it: the
+        reconstruction term, the KL per group and the log-densities, per example (:class:`ModelOutput`)."""
 
     @abc.abstractmethod
     def sample_params(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
         """Decoder output (likelihood parameters) for ``n`` prior samples."""
 
     def sample(self, n: int, temperature: float = 1.0, noise: list[Tensor] | None = None, mean: bool = True) -> Tensor:
-        """``n`` images in [0, 1]: the likelihood mean (default) or a sample of it."""
+        """``n`` images ``[n, C, H, W]`` in [0, 1] from the prior: the likelihood mean (default) or, with
+        ``mean=False``, a sample of it. ``temperature`` scales the prior's standard deviations; ``noise`` (one
+        standard-normal tensor per latent group, top first) makes the samples reproducible."""
         params = self.sample_params(n, temperature, noise)
         return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
 
@@ -415,19 +420,23 @@ class GenerativeModel(nn.Module, Component):
         return None
 
     def encode(self, x: Tensor) -> list[Tensor]:
-        """Posterior means of every latent group (top first) for images ``x`` in [0, 1]."""
+        """Posterior means of every latent group (top first) for images ``x`` ``[B, C, H, W]`` in [0, 1]: the
+        latents :meth:`decode` takes back."""
         raise NotImplementedError(f"{type(self).__name__} does not implement encode")
 
     def decode(self, latents: list[Tensor]) -> Tensor:
-        """Likelihood means in [0, 1] for given latents (one tensor per group, top first)."""
+        """Likelihood means in [0, 1], ``[B, C, H, W]``, for given latents (one tensor per group, top first, as
+        :meth:`encode` returns them)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement decode")
 
     def reconstruct(self, x: Tensor) -> Tensor:
-        """The likelihood mean given one posterior sample of each group."""
+        """Reconstructions of images ``x`` in [0, 1]: the likelihood mean given one posterior sample of each
+        group, ``[B, C, H, W]``."""
         return self.likelihood.mean(self(x).params)
 
     def interpolate(self, x0: Tensor, x1: Tensor, steps: int = 8) -> Tensor:
-        """Decodes of linear interpolations between the latents of two images: ``[steps, C, H, W]``."""
+        """Decodes of ``steps`` linear interpolations between the latents (:meth:`encode`) of two images ``x0`` and
+        ``x1`` (``[C, H, W]`` or ``[1, C, H, W]``), from ``x0`` to ``x1`` inclusive: ``[steps, C, H, W]``."""
         z0, z1 = (
             self.encode(x0.unsqueeze(0) if x0.ndim == 3 else x0),
             self.encode(x1.unsqueeze(0) if x1.ndim == 3 else x1),

@@ -39,7 +39,9 @@ class PlotResult:
 
     path: Path
     panels: list[str]
+    #: how many steps have records (the logged ones, not every step trained), and the last of them
     steps: int
+    last_step: int
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -113,7 +115,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    return PlotResult(out, [title for title, _ in panels], len({r["step"] for r in records}))
+    return PlotResult(out, [title for title, _ in panels], len({r["step"] for r in records}), records[-1]["step"])
 
 
 def _panels(records: list[dict]) -> list[tuple[str, dict[str, tuple[list, list]]]]:

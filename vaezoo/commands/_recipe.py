@@ -32,7 +32,7 @@ def add_recipe_arguments(parser) -> None:
     parser.add_argument("--objective", type=Objective, required=True, help="the training objective spec")
     parser.add_argument("--data", type=DataModule, required=True, help="the data module spec")
     parser.add_class_arguments(Trainer, "trainer")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation, data order and noise")
 
 
 def check_registered(cfg, sections=("model", "objective", "data")) -> None:

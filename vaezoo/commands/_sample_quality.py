@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
         "--decoder_output", type=str, default="mean", help="mean: score the decoder's mean (NVAE); sample: a sample"
     )
     parser.add_argument("--readjust_bn", type=int, default=0, help="BN re-adjustment iterations before sampling")
-    parser.add_argument("--readjust_batch", type=int, default=16)
+    parser.add_argument("--readjust_batch", type=int, default=16, help="batch size of the BN re-adjustment passes")
     parser.add_argument(
         "--reference", type=str, default="train", help="the data split the samples are compared with (train or test)"
     )

@@ -33,15 +33,15 @@ _parser = None
 def add_arguments(parser) -> None:
     global _parser
     add_recipe_arguments(parser)
-    parser.add_argument("--bench.batch_size", type=int, default=8)
-    parser.add_argument("--bench.warmup", type=int, default=2)
-    parser.add_argument("--bench.repeats", type=int, default=5)
-    parser.add_argument("--bench.phases", type=list[str], default=list(PHASES))
+    parser.add_argument("--bench.batch_size", type=int, default=8, help="images per measured batch")
+    parser.add_argument("--bench.warmup", type=int, default=2, help="unmeasured repeats first")
+    parser.add_argument("--bench.repeats", type=int, default=5, help="measured repeats (the median is reported)")
+    parser.add_argument("--bench.phases", type=list[str], default=list(PHASES), help="of train, sample and iw")
     parser.add_argument("--bench.k", type=int, default=100, help="importance samples of the iw phase")
-    parser.add_argument("--bench.temperature", type=float, default=1.0)
+    parser.add_argument("--bench.temperature", type=float, default=1.0, help="temperature of the sample phase")
     parser.add_argument("--bench.threads", type=int | None, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--bench.isolate", type=bool, default=True, help="one process per phase (separate peak memory)")
-    parser.add_argument("--bench.out", type=str | None, default=None)
+    parser.add_argument("--bench.out", type=str | None, default=None, help="also write the results as JSON here")
     _parser = parser
 
 

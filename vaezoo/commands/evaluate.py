@@ -12,9 +12,10 @@ import torch
 from ..data.fit import check_data_fits
 from ..data.splits import atomic_write_text
 from ..evaluation import evaluate
-from ..evaluation.metrics import default_max_batch
 from ..evaluation.paired import paired_differences
+from ..evaluation.protocol import protocol_text
 from ..hardware import check_device
+from ..provenance import finished, now, provenance
 from ..training.memory import keep_freed_memory
 from . import _sample_quality
 from ._models import build_data, open_model
@@ -31,7 +32,7 @@ def add_arguments(parser) -> None:
         "--data", type=dict | str | None, default=None, help="data module spec (default: the run's recipe)"
     )
     parser.add_argument("--k", type=int, default=100, help="importance samples (0: ELBO only)")
-    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--batch_size", type=int, default=100, help="test examples per batch")
     parser.add_argument(
         "--max_batch", type=int | None, default=None,
         help="rows per batched forward pass of the k samples (default: 2000 on GPUs, 200 on CPUs)",
@@ -39,8 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--channels_last", type=bool, default=True, help="run in the channels_last memory format (faster on CPUs)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", type=str, default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation's own random draws")
+    parser.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1, mps, ...")
     parser.add_argument("--out", type=str | None, default=None, help="also write the results as JSON here")
     parser.add_argument(
         "--compare", type=str | None, default=None,
@@ -64,6 +65,7 @@ def run(cfg) -> int:
         raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
     check_device(cfg.device, "--device")
     quality = _sample_quality.plan(cfg)  # opens the feature extractors: a missing weights file stops here
+    began = now()
     model, data_spec = open_model(cfg.model, cfg.device)
     data = build_data(data_spec, cfg.data, model)
     check_data_fits(model, data, "--data" if cfg.data is not None else "the run's data")
@@ -71,7 +73,13 @@ def run(cfg) -> int:
     payload = _likelihood(cfg, model, data, console) if quality.likelihood else {"model": cfg.model}
     figures = _sample_quality.run(cfg, quality, model, data, data_spec, console)
     if cfg.out:
-        payload = {**payload, **({"sample_quality": figures} if figures else {})}
+        payload = {
+            **payload,
+            **({"sample_quality": figures} if figures else {}),
+            "provenance": finished(provenance(started=began)),
+            # the record of the run that trained the model, when its folder has one (vaezoo fit writes it)
+            "model_provenance": getattr(getattr(model, "card", None), "provenance", None),
+        }
         atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
     return 0
 
@@ -96,12 +104,7 @@ def _likelihood(cfg, model, data, console) -> dict:
     started = time.perf_counter()
     result = evaluate(model, dataset, k=k, batch_size=cfg.batch_size, max_batch=cfg.max_batch, seed=cfg.seed)
     seconds = time.perf_counter() - started
-    bits = getattr(model.likelihood, "num_bits", None)
-    depth = f"{bits}-bit data; " if bits else ""
-    rows = cfg.max_batch or default_max_batch(model.device)
-    protocol = f"{data.describe()}; {depth}k={k} importance samples, batched ({rows} rows per forward pass)"
-    if notes.get("log_p"):
-        protocol += f"; {notes['log_p']}"
+    protocol = protocol_text(model, data, k, cfg.max_batch)
     if capped:
         console.print(f"[yellow]note[/]: --k {cfg.k} lowered to {k} for this model: {notes.get('why', '')}")
     console.print(f"[bold]{cfg.model}[/]: {result.describe()}")

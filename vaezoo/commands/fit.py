@@ -16,8 +16,10 @@ import yaml
 from ..config import namespace_to_dict, short_spec
 from ..errors import VaezooError
 from ..evaluation.paired import paired_differences
+from ..evaluation.protocol import card_metrics, protocol_text
 from ..plots import plot_run
 from ..plugins import get_registry
+from ..provenance import finished, now, provenance
 from ..training import Trainer
 from ..training.checkpoint import list_checkpoints, load_checkpoint
 from ._recipe import add_recipe_arguments, check_registered, check_trainer_values, instantiate_recipe
@@ -25,6 +27,8 @@ from ._recipe import add_recipe_arguments, check_registered, check_trainer_value
 NAME = "fit"
 HELP = "Train a model from a recipe."
 RECIPE_POSITIONAL = True
+#: the run's provenance record (vaezoo.provenance), beside config.yaml
+PROVENANCE_NAME = "provenance.json"
 _parser = None
 
 
@@ -51,6 +55,7 @@ def run(cfg) -> int:
 
     from ..training.distributed import init_from_environment, shutdown
 
+    started = now()
     check_registered(cfg)
     run_dir = Path(cfg.run_dir or Path("runs") / _recipe_name(cfg))
     if not cfg.resume and list_checkpoints(run_dir / "checkpoints"):
@@ -66,15 +71,21 @@ def run(cfg) -> int:
         console = Console(soft_wrap=True, quiet=not ctx.is_main)
 
         trainer.check(model, data)
+        recipe_text = _parser.dump(cfg)
+        record = provenance(recipe_text=recipe_text, recipe_file=_recipe_file(cfg), started=started)
         if cfg.resume:  # a missing or damaged checkpoint is refused before config.yaml is rewritten
             checkpoint = _check_resumable(run_dir)
             if not cfg.allow_changed_schedule:
-                now = trainer.schedule(data.batch_size, len(data.train_dataset()), ctx.world_size)
-                recipe_now = yaml.safe_load(_parser.dump(cfg))
-                _check_schedule_unchanged(checkpoint.get("schedule"), now, run_dir / "config.yaml", recipe_now)
+                schedule = trainer.schedule(data.batch_size, len(data.train_dataset()), ctx.world_size)
+                recipe_now = yaml.safe_load(recipe_text)
+                _check_schedule_unchanged(checkpoint.get("schedule"), schedule, run_dir / "config.yaml", recipe_now)
+            record["resumed_from_step"] = int(checkpoint["step"])
+            record["earlier"] = _earlier_records(run_dir / PROVENANCE_NAME)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_text(run_dir / "config.yaml", _parser.dump(cfg))
+            _write_text(run_dir / "config.yaml", recipe_text)
+            # beside config.yaml, which stays a recipe that fit reads back; rewritten with the end time at the end
+            _write_text(run_dir / PROVENANCE_NAME, json.dumps(record, indent=2) + "\n")
         n_params = sum(p.numel() for p in model.parameters())
         global_batch = data.batch_size * ctx.world_size * trainer.accumulate
         console.print(
@@ -97,18 +108,21 @@ def run(cfg) -> int:
             seed=cfg.seed,
             resume=cfg.resume,
             console=console,
+            provenance=record,
         )
         minutes = (time.perf_counter() - started) / 60
         shutdown(together=True)  # every rank leaves the process group at once; what follows is rank 0's alone
         if not ctx.is_main:
             return 0
         result = trainer.test(model, data, seed=cfg.seed)
+        protocol = protocol_text(model, data, trainer.eval_k)
         report = {
             **summary,
             "minutes": minutes,
             "parameters": n_params,
             "global_batch": global_batch,
             **result.as_dict(),
+            "protocol": protocol,
         }
         reference = model.reference_priors()  # e.g. a joint prior's model: also the bound with the priors it replaces
         if reference is not None:
@@ -118,8 +132,16 @@ def run(cfg) -> int:
             # the same seed, so the same posterior noise: the difference is the priors', with its standard error
             paired = paired_differences(result, own)
             report["paired_difference"] = {name: value.as_dict() for name, value in paired.items()}
+        report["provenance"] = record = finished(record)
         _write_text(run_dir / "results.json", json.dumps(report, indent=2) + "\n")
-        _save_model(model, run_dir / "model")
+        _write_text(run_dir / PROVENANCE_NAME, json.dumps(record, indent=2) + "\n")
+        _save_model(
+            model,
+            run_dir / "model",
+            dataset=data.describe(),
+            metrics=card_metrics(result, protocol, source=f"vaezoo fit, after {summary['step']} steps"),
+            provenance=record,
+        )
         curves = plot_run(run_dir)  # the training curves, to look at as well as to read
         console.print(
             f"{result.describe()} after {summary['step']} steps ({minutes:.1f} min, {summary['skipped_steps']} skipped)"
@@ -178,6 +200,27 @@ def _differences(before, after, where: str) -> list[str]:
     return [] if before == after else [f"{where} {before!r} -> {after!r}"]
 
 
+def _recipe_file(cfg) -> str | None:
+    """The recipe file the run started from (the first --config), or None."""
+    configs = cfg.get("config") or []
+    if not configs:
+        return None
+    first = configs[0]
+    return str(getattr(first, "absolute", None) or getattr(first, "relative", None) or first)
+
+
+def _earlier_records(path: Path) -> list[dict]:
+    """The provenance records of the earlier invocations of a resumed run, oldest first (none when unreadable)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict):
+        return []
+    earlier = record.pop("earlier", [])
+    return [*(earlier if isinstance(earlier, list) else []), record]
+
+
 def _recipe_name(cfg) -> str:
     configs = cfg.get("config") or []
     if configs:
@@ -193,9 +236,9 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _save_model(model, directory: Path) -> None:
+def _save_model(model, directory: Path, **card) -> None:
     try:
         from ..hub import save_pretrained
     except ImportError:  # the hub module is optional for training
         return
-    save_pretrained(model, directory)
+    save_pretrained(model, directory, **card)

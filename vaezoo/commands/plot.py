@@ -15,5 +15,7 @@ def run(cfg) -> int:
     from ..plots import plot_run
 
     result = plot_run(cfg.run_dir, cfg.out)
-    print(f"wrote {result.path}: {', '.join(result.panels)} ({result.steps} steps)")
+    print(
+        f"wrote {result.path}: {', '.join(result.panels)} ({result.steps} logged steps, up to step {result.last_step})"
+    )
     return 0

@@ -27,14 +27,14 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--readjust_bn", type=int, default=0, help="iterations of batch-norm re-adjustment at this temperature"
     )
-    parser.add_argument("--readjust_batch", type=int, default=16)
+    parser.add_argument("--readjust_batch", type=int, default=16, help="samples per batch-norm re-adjustment batch")
     parser.add_argument("--mean", type=bool, default=True, help="save the likelihood mean (false: a sample of it)")
     parser.add_argument(
         "--sampler", type=str | None, default=None, help="a prior sampler the model offers (default: its own)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", type=str, default="cpu")
-    parser.add_argument("--out", type=str, default="samples.png")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--device", type=str, default="cpu", help="cpu, cuda, cuda:1, mps, ...")
+    parser.add_argument("--out", type=str, default="samples.png", help="the PNG grid to write")
 
 
 def run(cfg) -> int:

@@ -40,6 +40,13 @@ class ModelCardInfo:
     metadata: dict = field(default_factory=dict)
 
     @property
+    def provenance(self) -> dict | None:
+        """The provenance record of the run that produced the model (:mod:`vaezoo.provenance`; written by
+        ``vaezoo fit``), or None."""
+        record = self.metadata.get("provenance")
+        return record if isinstance(record, dict) else None
+
+    @property
     def loaded_from(self) -> str:
         """``origin:location``, e.g. ``store:/home/me/.cache/vaezoo/models/nvae-celebahq``."""
         return f"{self.origin}:{self.location}"
@@ -95,6 +102,7 @@ def model_card(config: dict, repo_id: str | None = None) -> Any:
         for metric in meta["metrics"]:
             lines += ["| " + " | ".join(_cell(metric.get(c, "")) for c in _METRIC_COLUMNS) + " |"]
         lines += [""]
+    lines += _provenance_lines(meta.get("provenance"))
     lines += ["## Model spec", "", "The component spec this model rebuilds from (`config.json`, key `model`):", ""]
     lines += ["```json", json.dumps(spec, indent=2), "```", ""]
     lines += [
@@ -105,6 +113,26 @@ def model_card(config: dict, repo_id: str | None = None) -> Any:
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _provenance_lines(record: Any) -> list[str]:
+    """The run that produced the model, from its provenance record (``config.json``, ``metadata.provenance``)."""
+    if not isinstance(record, dict):
+        return []
+    torch_info = record.get("torch") if isinstance(record.get("torch"), dict) else {}
+    git = record.get("git") if isinstance(record.get("git"), dict) else None
+    commit = f"{git.get('commit')}{' (with uncommitted changes)' if git.get('dirty') else ''}" if git else None
+    command = record.get("command")
+    facts = [
+        ("vaezoo", record.get("vaezoo_version")),
+        ("torch", f"{torch_info.get('version')} ({torch_info.get('build')})" if torch_info else None),
+        ("Machine", record.get("machine")),
+        ("Command", f"`{' '.join(map(str, command))}`" if isinstance(command, list) else None),
+        ("Recipe sha256", f"`{record['recipe_sha256']}`" if record.get("recipe_sha256") else None),
+        ("Recipe commit", commit),
+        ("Trained", f"{record.get('started')} to {record.get('ended')} (UTC)" if record.get("started") else None),
+    ]
+    return ["## Provenance", "", *(f"- **{k}:** {_cell(v)}" for k, v in facts if v), ""]
 
 
 def _license_fields(license_text: str | None, link: str | None) -> dict:

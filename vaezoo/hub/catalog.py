@@ -17,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..errors import VaezooError
+from ..errors import RegistryError, VaezooError
 from ..plugins import get_registry
 from ..registry import Entry
 from .downloading import cached_snapshot, probe
@@ -32,6 +32,34 @@ SOURCE_KEYS = ("repo_id", "revision", "converter")
 def pretrained_entry(name: str) -> Entry:
     """The registered pretrained entry (a RegistryError naming close matches when unknown)."""
     return get_registry().get("pretrained", name)
+
+
+def pretrained_of_preset(preset: str) -> list[str]:
+    """The pretrained entries whose weights have the architecture of ``preset`` (their ``preset`` key)."""
+    entries = get_registry().entries("pretrained")
+    return sorted(e.name for e in entries if isinstance(e.target, dict) and e.target.get("preset") == preset)
+
+
+def pretrained_name(name: str) -> str:
+    """The pretrained name that ``name`` means: itself when it is one, else the one pretrained entry that uses the
+    preset ``name``. A preset with no pretrained entry, or with several, is one line saying what to call instead; an
+    unknown name is one line with close matches."""
+    registry = get_registry()
+    if name in registry.names("pretrained"):
+        return name
+    if name in registry.names("preset"):
+        found = pretrained_of_preset(name)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise RegistryError(
+                f"{name!r} is a preset without published weights: vaezoo.create({name!r}) builds it untrained "
+                "(vaezoo list pretrained shows the names vaezoo.load takes)"
+            )
+        raise RegistryError(
+            f"the preset {name!r} has several pretrained entries ({', '.join(found)}): vaezoo.load one of them by name"
+        )
+    return pretrained_entry(name).name
 
 
 def entry_card(entry: Entry) -> dict:

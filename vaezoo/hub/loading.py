@@ -23,7 +23,7 @@ from torch import nn
 from ..config import build
 from ..errors import CheckpointError, ConfigError, VaezooError
 from .card import ModelCardInfo
-from .catalog import install_hint, pretrained_entry
+from .catalog import install_hint, pretrained_name
 from .downloading import cached_snapshot, fetch
 from .format import (
     CONFIG_NAME,
@@ -41,7 +41,8 @@ from .store import installed_folder
 def load(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Module:
     """A ready model in eval mode on ``device``.
 
-    ``name``: a registered pretrained name, ``hf-hub:org/repo[@revision]`` or ``local-dir:PATH``.
+    ``name``: a registered pretrained name (or a preset whose weights exactly one pretrained entry publishes),
+    ``hf-hub:org/repo[@revision]``, ``local-dir:PATH`` or a folder.
     ``revision`` overrides the revision of a pretrained name or of an hf-hub spec.
     """
     if isinstance(name, os.PathLike):
@@ -70,11 +71,12 @@ def load(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Modu
 
 
 def load_pretrained(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Module:
-    """A registered pretrained name: from the local store, else the Hugging Face cache, else the Hub.
+    """A registered pretrained name (or a preset that exactly one pretrained entry uses): from the local store, else
+    the Hugging Face cache, else the Hub.
 
     ``revision`` (a Hub branch, tag or commit) skips the store, which holds one version per name.
     """
-    pretrained_entry(name)  # unknown name: one line with close matches, before anything else
+    name = pretrained_name(name)  # unknown name: one line with close matches, before anything else
     if revision is None:
         folder = installed_folder(name)
         if folder is not None:
@@ -105,7 +107,7 @@ def from_pretrained(
     if Path(text).expanduser().is_dir():
         folder = model_folder(Path(text).expanduser(), text)
         model = load_folder(folder, device, where=text, location=str(folder.absolute()))
-    elif text.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)) or text in pretrained_names():
+    elif text.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)) or text in pretrained_names() or _is_preset(text):
         model = load(text, device=device, revision=revision)
     elif re.fullmatch(r"[\w.\-]+/[\w.\-]+", text):
         model = load(f"{HF_HUB_PREFIX}{text}", device=device, revision=revision)
@@ -149,6 +151,12 @@ def load_folder(
     if metadata.get("preset"):
         model.preset = metadata["preset"]
     return model
+
+
+def _is_preset(name: str) -> bool:
+    from ..plugins import get_registry
+
+    return name in get_registry().names("preset")
 
 
 def _looks_like_path(name: str) -> bool:

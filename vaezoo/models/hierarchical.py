@@ -338,6 +338,10 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
         return combiners
 
     def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput:
+        """The bottom-up encoder, then the top-down decoder with one posterior sample per group (from ``noise``,
+        one standard-normal tensor per group, top first, when given), the flows and the priors: the reconstruction
+        term, the KL per group, log q and log p per example (:class:`~vaezoo.interfaces.ModelOutput`); with a
+        joint prior, its log p scores the top scale."""
         x = self.likelihood.preprocess(x)
         top_features, features = self.encoder_features(x)
         combiners = self._encoder_combiners()
@@ -522,6 +526,7 @@ class HierarchicalVAE(ModelHubMixin, GenerativeModel):
             return self(x, noise=zeros).extras["latents"]
 
     def reconstruct(self, x: Tensor) -> Tensor:
+        """The likelihood mean given one posterior sample of each group, for images ``x`` in [0, 1]."""
         with self.own_priors():  # reconstructions do not depend on the prior: skip a joint prior's costly log p
             return super().reconstruct(x)
 

@@ -150,24 +150,45 @@ def write_scalars(writer, record: dict, step: int) -> None:
             writer.add_scalar(key, value, step)
 
 
+#: what the progress bar shows for a value not measured yet (before the first logged step)
+NOT_YET = "…"
+
+
+def field_text(template: str, value: float | None, spec: str) -> str:
+    """``template`` with ``value`` formatted by ``spec`` in place of ``{}``, or :data:`NOT_YET` while it is None (a
+    real NaN loss still shows as nan)."""
+    return template.format(NOT_YET if value is None else format(value, spec))
+
+
 def progress_bar(enabled: bool, console: Any):
-    """The ``fit`` progress bar: steps done, loss, KL and speed (disabled on other ranks and with progress=false)."""
+    """The ``fit`` progress bar: steps done, loss, KL and speed (disabled on other ranks and with progress=false).
+    The task's ``loss``, ``kl`` and ``rate`` fields are None until the first logged step."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class FieldColumn(ProgressColumn):
+        def __init__(self, template: str, field: str, spec: str) -> None:
+            super().__init__()
+            self.template, self.field, self.spec = template, field, spec
+
+        def render(self, task) -> Text:
+            return Text(field_text(self.template, task.fields.get(self.field), self.spec))
 
     columns = [
         TextColumn("[bold]fit"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.2f}"),
-        TextColumn("kl {task.fields[kl]:.2f}"),
-        TextColumn("{task.fields[rate]:.1f} steps/s"),
+        FieldColumn("loss {}", "loss", ".2f"),
+        FieldColumn("kl {}", "kl", ".2f"),
+        FieldColumn("{} steps/s", "rate", ".1f"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]

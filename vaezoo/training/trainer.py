@@ -33,6 +33,7 @@ from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
 from ..hardware import warn_emulated_bf16
 from ..interfaces import DataModule, GenerativeModel, Objective
+from ..provenance import finished
 from . import images
 from .checkpoint import (
     atomic_torch_save,
@@ -136,6 +137,49 @@ class Trainer:
         param_groups: list[dict] | None = None,
         init_from: str | None = None,
     ) -> None:
+        """The settings of a run (the recipe's ``trainer`` section; ``vaezoo fit --help`` prints these lines).
+
+        Args:
+            max_steps: Optimiser updates (steps of one global batch) to train for; max_epochs replaces it when set.
+            max_epochs: Train for this many epochs instead of max_steps (converted to steps from the training set).
+            warmup_epochs: Learning-rate warm-up in epochs (converted to steps); replaces warmup_steps when set.
+            lr: Peak learning rate, reached at the end of the warm-up.
+            lr_min: Learning rate at the last step, where the cosine decay ends.
+            warmup_steps: Steps of linear learning-rate warm-up from 0 to lr.
+            lr_schedule: After the warm-up: cosine decay per step, per epoch (as NVAE's code), or constant.
+            weight_decay: Adamax's L2 weight decay.
+            adamax_eps: Adamax's epsilon (NVAE uses 1e-3).
+            betas: Adamax's two moment decay rates.
+            grad_clip: Clip the gradients to this total norm (null: no clipping).
+            accumulate_grad_batches: Micro-batches per step (global batch: batch_size x processes x this).
+            ema_decay: Decay of an exponential moving average of the weights, evaluated and saved at the end (null: none).
+            precision: fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler); log-densities stay fp32.
+            checkpoint_every: Write a checkpoint every this many steps (0: only the final one).
+            keep_last: Checkpoints kept on disk, the newest (0: keep all).
+            log_every: Write a metrics.jsonl record and update the progress bar every this many steps.
+            sample_every: Write samples and reconstructions PNGs every this many steps (0: only at the end).
+            num_samples: Images in each sample grid.
+            sample_temperature: Temperature of the prior when drawing those samples.
+            eval_k: Importance samples of the test IW-NLL at the end (0: the test ELBO only).
+            eval_batch_size: Test examples per batch of the final evaluation.
+            max_consecutive_bad_steps: Non-finite steps in a row that roll back to the last checkpoint.
+            max_rollbacks: Rollbacks allowed before the run stops as diverged.
+            rollback_lr_factor: Factor on the learning rate at each rollback.
+            num_workers: DataLoader worker processes (0: load in the training process).
+            tensorboard: Also write TensorBoard events (null: when the tensorboard package is installed).
+            progress: Show the progress bar (on a terminal, rank 0 only).
+            device: auto (the first GPU if any, else cpu), cpu, cuda, cuda:1, mps, ...
+            find_unused_parameters: Let DDP allow parameters that a step does not use (multi-process runs).
+            channels_last: NHWC tensors (oneDNN's depthwise convolutions are 3-5x faster on CPUs).
+            compile_cells: torch.compile each cell.
+            gradient_checkpointing: Recompute the cells in the backward pass: less memory, more time.
+            adamax_foreach: The multi-tensor Adamax (null: torch's default).
+            depthwise_weight_grad: The depthwise convolutions' weight gradient: native, or one compiled kernel.
+            keep_freed_memory: Keep freed memory for reuse instead of returning it to the system (CPU, glibc).
+            bn_swish: BatchNorm + Swish: native, fused (one autograd node), recompute (saves only the input).
+            param_groups: Per-component optimiser settings, chosen by name patterns (see vaezoo.training.optimizers).
+            init_from: Start from the weights of a saved model (folder, hf-hub:ORG/REPO or pretrained name).
+        """
         check_trainer_settings(locals())  # the same ranges vaezoo fit checks before it writes anything
         self.max_steps = max_steps
         self.max_epochs, self.warmup_epochs = max_epochs, warmup_epochs
@@ -173,6 +217,8 @@ class Trainer:
         if ema_decay is not None and any(g.get("ema_decay") for g in self.param_groups):
             raise VaezooError("set trainer.ema_decay or a param_groups ema_decay, not both")
         self.ctx = DistributedContext()  # set by the caller for multi-process training
+        #: the run's provenance record (:mod:`vaezoo.provenance`), written into every checkpoint; set by fit()
+        self.provenance: dict | None = None
         self.steps_per_epoch = 1  # set by fit() from the data
 
     # -- schedules -----------------------------------------------------------------------------
@@ -322,8 +368,10 @@ class Trainer:
         seed: int = 0,
         resume: bool = False,
         console: Any = None,
+        provenance: dict | None = None,
     ) -> dict:
         run_dir = Path(run_dir)
+        self.provenance = provenance
         ctx = self.ctx
         self.ckpt_dir = run_dir / "checkpoints"
         if ctx.is_main:
@@ -352,8 +400,9 @@ class Trainer:
         metrics_file = open_metrics(run_dir / "metrics.jsonl", ctx.is_main)
         self._metrics_file, self._console = metrics_file, console
         with progress as bar, metrics_file:
+            # no loss, KL or speed to show before the first logged step: the bar shows "…" for them
             task = bar.add_task(
-                "fit", total=self.max_steps, completed=self.state["step"], loss=float("nan"), kl=float("nan"), rate=0.0
+                "fit", total=self.max_steps, completed=self.state["step"], loss=None, kl=None, rate=None
             )
             while self.state["step"] < self.max_steps:
                 try:
@@ -432,7 +481,7 @@ class Trainer:
                 write_record(metrics_file, record)
                 write_scalars(writer, record, state["step"])
                 steps_per_s = (window_images / max(elapsed, 1e-9)) / (x.shape[0] * self.accumulate)
-                bar.update(task, loss=record["loss"], kl=record.get("kl", float("nan")), rate=steps_per_s)
+                bar.update(task, loss=record["loss"], kl=record.get("kl"), rate=steps_per_s)
                 window_start, window_images = time.perf_counter(), 0
             bar.update(task, completed=state["step"])
             if ctx.is_main and self.sample_every and state["step"] % self.sample_every == 0:
@@ -482,6 +531,8 @@ class Trainer:
             "lr_scale": self.state["lr_scale"],
             "model_config": json.dumps(self.model.config) if self.model.config else "",
             "schedule": dict(self.schedule_values),
+            # what wrote this checkpoint, when ("ended": the moment it was written)
+            "provenance": finished(self.provenance) if self.provenance is not None else None,
         }
         path = checkpoint_path(self.ckpt_dir, self.state["step"])
         try:
