@@ -84,12 +84,14 @@ def test_the_training_estimate_trains_no_prior_and_is_kept_out_of_importance_wei
 
 
 def test_saved_and_loaded_like_every_model(tmp_path):
-    model = _model(mixing_logit_init=-1.0).eval()
+    model = _model(mixing_logit_init=-1.0, eval_max_k=4).eval()
     from vaezoo.hub import save_pretrained
 
     folder = save_pretrained(model, tmp_path / "lsgm")
     loaded = vaezoo.load(f"local-dir:{folder}")
     assert loaded.config["init_args"]["joint_prior"]["class_path"] == "ScorePrior"
+    # the recipe's eval_max_k is the limit the loaded model's protocol gives `vaezoo evaluate` (which lowers --k to it)
+    assert loaded.evaluation_protocol()["max_k"] == 4
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     x = torch.rand(2, 1, 8, 8).round()

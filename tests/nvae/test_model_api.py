@@ -86,6 +86,24 @@ def test_active_units_per_group(model):
     assert 0 < sum(units) < sum(m[0].numel() for m in means)  # some active, some not: the threshold decides
 
 
+def test_the_mixture_likelihood_and_its_logsumexp_stay_fp32_under_bf16():
+    """An RGB model with the logistic mixture under bf16 autocast: the decoder's output is bf16, the likelihood (a
+    logsumexp over the mixture) is computed from it in float32, equal to the float32 computation; the same terms in
+    bf16 would be off by far more than the tolerance."""
+    torch.manual_seed(0)
+    mixture = {"class_path": "DiscretizedLogisticMixture", "init_args": {"num_mixtures": 3}}
+    model = vaezoo.create("test-nvae", image_shape=[3, 8, 8], likelihood=mixture).train()
+    x = torch.randint(0, 256, (4, 3, 8, 8)).float() / 255
+    noise = [torch.randn(s) for s in model.latent_shapes(4)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, noise=noise)
+    assert out.params.dtype == torch.bfloat16 and out.recon.dtype == torch.float32
+    expected = -model.likelihood.log_prob(out.params.float(), model.likelihood.preprocess(x))
+    torch.testing.assert_close(out.recon, expected, rtol=1e-6, atol=1e-4)
+    in_bf16 = -model.likelihood.log_prob(out.params, model.likelihood.preprocess(x).bfloat16()).float()
+    assert float((in_bf16 - expected).detach().abs().max()) > 1e-2
+
+
 def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
     """channels_last and the compiled depthwise weight gradient: the same parameters after two training steps."""
     from vaezoo_nvae.objective import NVAEObjective

@@ -125,6 +125,27 @@ def test_spectral_regularizer_reuses_the_weights_of_the_forward_pass():
     assert conv.applied_weight(release=True) is held and conv._applied is None
 
 
+def test_the_power_iteration_runs_in_fp32_under_bf16_autocast():
+    """Under bf16 autocast the power iteration and its vectors are float32, bit for bit those of a run without
+    autocast, and so is the gradient (``u v^T``); the value ``u^T W v`` itself is summed under the autocast (bf16
+    rounding of a logged number)."""
+    model, twin = _convs(), _convs()
+    torch.manual_seed(5)
+    plain = SpectralRegularizer(num_power_iterations=3)
+    expected = plain(model)
+    torch.manual_seed(5)
+    under_bf16 = SpectralRegularizer(num_power_iterations=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = under_bf16(twin)
+    for (name, a), b in zip(plain.named_buffers(), under_bf16.buffers(), strict=True):
+        assert b.dtype == torch.float32 and torch.equal(a, b), name
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-2)
+    expected.backward()
+    value.backward()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad), name
+
+
 def test_spectral_first_call_runs_ten_times_the_iterations_from_cpu_draws():
     model = _convs()
     torch.manual_seed(5)
