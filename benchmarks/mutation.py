@@ -11,15 +11,18 @@ there, so the working tree is never touched and several modules can run one afte
 score (killed / all mutants) and its surviving mutants are printed; ``--json PATH`` writes them too. Read a survivor
 with ``cd .mutation/<slug> && mutmut show NAME``.
 
-mutmut mutates only code inside functions and derives a module's name from its path, so the modules are core modules
-(``vaezoo/...``); the plugins' modules (``plugins/vaezoo_nvae/...``) import as ``vaezoo_nvae``, which mutmut cannot
-map, and are left to the tests that replay the official fixtures. A module's run takes minutes (one test process per
-mutant, on the tests listed here only); not part of the test suite.
+mutmut mutates only code inside functions and derives a module's name from its path. A plugin's module
+(``plugins/vaezoo_nvae/objective.py``, imported as ``vaezoo_nvae.objective``) is mutated from a copy of its package
+at the top of the scratch folder (``vaezoo_nvae/``), where that path gives that name; the tests import the mutated
+copy first. A large module can be restricted to the functions that compute or persist (``FUNCTIONS``: mutant-name
+patterns); its score then counts those functions' mutants only. A module's run takes minutes (one test process per
+mutant, on the tests listed here only, fastest first, stopping at the first failure); not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -51,14 +54,44 @@ MODULES: dict[str, list[str]] = {
     "vaezoo/training/optimizers.py": ["tests/test_trainer_replay.py", "tests/test_training.py"],
     "vaezoo/training/schedules.py": ["tests/test_training.py", "tests/test_trainer_replay.py"],
     # tests that train in a child process (tests/test_faults.py) are left out: mutmut sees only its own processes
-    "vaezoo/training/checkpoint.py": ["tests/test_training.py", "tests/test_bad_inputs.py"],
+    "vaezoo/training/checkpoint.py": [
+        "tests/test_checkpoint_files.py",
+        "tests/test_training.py::test_failed_checkpoint_write_keeps_the_previous_one",
+        "tests/test_bad_inputs.py::test_damaged_checkpoint_on_resume",
+    ],
     "vaezoo/training/trainer.py": [
         "tests/test_trainer_replay.py",
         "tests/test_training.py",
         "tests/test_training_numerics.py",
     ],
     "vaezoo/config.py": ["tests/test_class_path_imports.py", "tests/test_recipes.py"],
-    "vaezoo/hub/loading.py": ["tests/test_hub.py", "tests/test_hub_mixin.py", "tests/test_saved_before_layout.py"],
+    "vaezoo/hub/loading.py": [
+        "tests/test_hub.py",
+        "tests/test_hub_mixin.py",
+        "tests/test_saved_before_layout.py::test_old_folder_loads_and_matches",
+    ],
+}
+
+#: module -> the only mutants to run (fnmatch patterns of mutmut's names: ``<module>.x_<function>__mutmut_*``,
+#: ``<module>.xǁ<Class>ǁ<method>__mutmut_*``); modules not listed are mutated whole
+FUNCTIONS: dict[str, list[str]] = {
+    "vaezoo/training/trainer.py": [
+        "vaezoo.training.trainer.xǁTrainerǁtrain_step__mutmut_*",
+        "vaezoo.training.trainer.xǁTrainerǁ_save__mutmut_*",
+        "vaezoo.training.trainer.xǁTrainerǁ_restore__mutmut_*",
+    ],
+    "vaezoo/config.py": [
+        "vaezoo.config.x_resolve_class_paths__mutmut_*",
+        "vaezoo.config.x_restrict_value_imports__mutmut_*",
+        "vaezoo.config.x_build__mutmut_*",
+    ],
+    "vaezoo/hub/loading.py": [
+        "vaezoo.hub.loading.x_load_folder__mutmut_*",
+        "vaezoo.hub.loading.x__check_plugins__mutmut_*",
+        "vaezoo.hub.loading.x__load_weights__mutmut_*",
+        "vaezoo.hub.loading.x_model_folder__mutmut_*",
+        "vaezoo.hub.loading.x_from_pretrained__mutmut_*",
+    ],
 }
 
 #: the [tool.mutmut] table of pyproject.toml (rewritten in the scratch copy)
@@ -79,22 +112,32 @@ def _copy_tree(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
+def _mutated_path(module: str) -> str:
+    """The path mutmut mutates: a core module as it is, a plugin's module from its package's top-level copy."""
+    return module.removeprefix("plugins/")
+
+
 def _configure(folder: Path, module: str, tests: list[str]) -> None:
     """The repository's [tool.mutmut] settings, plus this module (``only_mutate``) and its tests."""
     pyproject = folder / "pyproject.toml"
     text = pyproject.read_text()
     table = dict(tomllib.loads(text).get("tool", {}).get("mutmut", {}))
-    table.update(only_mutate=[module], pytest_add_cli_args_test_selection=tests)
+    path = _mutated_path(module)
+    if path != module:  # a plugin's package, copied to the top where its path gives its import name
+        package = path.split("/")[0]
+        shutil.copytree(folder / "plugins" / package, folder / package)
+        table["source_paths"] = [*table.get("source_paths", []), package]
+    table.update(only_mutate=[path], pytest_add_cli_args_test_selection=tests)
     lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]
     pyproject.write_text(_TABLE.sub("", text).rstrip() + "\n\n" + "\n".join(lines) + "\n")
 
 
-def _summary(folder: Path) -> dict:
+def _summary(folder: Path, patterns: list[str]) -> dict:
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=folder, capture_output=True, text=True).stdout
     status: dict[str, str] = {}
     for line in out.splitlines():
         name, _, verdict = line.strip().rpartition(": ")
-        if name:
+        if name and (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)):
             status[name] = verdict
     counts: dict[str, int] = {}
     for verdict in status.values():
@@ -118,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for module, tests in MODULES.items():
-            print(f"{module}\n    " + "\n    ".join(tests))
+            only = f" (only {', '.join(FUNCTIONS[module])})" if module in FUNCTIONS else ""
+            print(f"{module}{only}\n    " + "\n    ".join(tests))
         return 0
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -131,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         _configure(folder, module, tests)
         # the tests import the mutated core from mutants/ and the plugins from the copy; one thread per test process
         env = {**os.environ, "PYTHONPATH": str(folder / "plugins"), "VAEZOO_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        command = ["mutmut", "run", "--max-children", str(args.max_children)]
+        patterns = FUNCTIONS.get(module, [])
+        command = ["mutmut", "run", "--max-children", str(args.max_children), *patterns]
         print(f"== {module}: {' '.join(command)} (in {folder})", flush=True)
         subprocess.run(command, cwd=folder, env=env, check=False)
-        report[module] = _summary(folder)
+        report[module] = _summary(folder, patterns)
         result = report[module]
         score = "n/a" if result["score"] is None else f"{result['score']:.1%}"
         print(f"== {module}: score {score} {result['counts']}", flush=True)

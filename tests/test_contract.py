@@ -81,6 +81,11 @@ class _StateOutsideStateDict(_Scale):
         return self.a * x + self.b + self.offset
 
 
+class _WrongBackward(_Scale):
+    def forward(self, x):  # the value a x + b, but twice b's gradient
+        return self.a * x + 2 * self.b - self.b.detach()
+
+
 class _NonFinite(_Scale):
     def forward(self, x):
         return (self.a * x + self.b) / 0.0
@@ -93,6 +98,7 @@ def test_contract_checks_pass_a_sound_component_and_name_each_fault():
         (_WrongShape, r"output has shape \(2, 2, 3, 3\), the example says \(2, 2, 4, 4\)"),
         (_StateOutsideStateDict, r"state_dict does not carry its state"),
         (_NonFinite, r"output is not finite"),
+        (_WrongBackward, r"^_WrongBackward: its gradient is not the derivative of its output"),
     ]:
         with pytest.raises(ContractError, match=message):
             check_component(broken, "cell")

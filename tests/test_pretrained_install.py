@@ -8,6 +8,7 @@ VAEZOO_HOME; the Hub cases use a server on 127.0.0.1 (pytest-httpserver), a clos
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -88,6 +89,7 @@ def test_install_then_load_by_name_offline(table, tmp_path, capsys):
         metadata["license"] == LICENSE and metadata["metrics"] == METRICS and metadata["pretrained"] == "fixture-nvae"
     )
     assert metadata["converted_from"].startswith("NVlabs/NVAE train.py checkpoint checkpoint.pt")
+    assert metadata["checkpoint_sha256"] == hashlib.sha256(MNIST_CKPT.read_bytes()).hexdigest()  # the very file
     assert "IW, k=1000, test set" in (folder / "README.md").read_text()
 
     assert main(["convert", "nvlabs", str(MNIST_CKPT), str(tmp_path / "plain")]) == 0  # the plain conversion

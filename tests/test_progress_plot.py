@@ -83,6 +83,29 @@ def test_evaluate_draws_a_bar_on_a_terminal_and_nothing_in_a_pipe(model_dir):
     assert piped.stderr == ""
 
 
+@pytest.mark.parametrize("value", ["0", "off", "false"])
+def test_vaezoo_progress_0_silences_the_bars_on_a_terminal(monkeypatch, value):
+    """On a terminal the bars draw; ``VAEZOO_PROGRESS=0`` (or off, false) turns them off there too: nothing written."""
+    import io
+
+    from rich.console import Console
+
+    from vaezoo.progress import new_progress, progress_enabled
+
+    def drawn() -> str:
+        out = io.StringIO()
+        terminal = Console(file=out, force_terminal=True, width=100)
+        with new_progress(console=terminal) as bars:
+            task = bars.add_task("scoring", total=3)
+            bars.advance(task, 3)
+        return out.getvalue()
+
+    monkeypatch.delenv("VAEZOO_PROGRESS", raising=False)
+    assert BAR in drawn() and "3/3" in drawn()  # a terminal: drawn
+    monkeypatch.setenv("VAEZOO_PROGRESS", value)
+    assert not progress_enabled(Console(file=io.StringIO(), force_terminal=True)) and drawn() == ""
+
+
 def test_bn_readjustment_convert_and_prepare_bars_follow_the_switch(nvae_dir, tmp_path, monkeypatch, capfd):
     from vaezoo_datasets.testing import write_image_files
 

@@ -10,32 +10,12 @@ import math
 
 import pytest
 import torch
+from by_hand import official_adam, official_adamax
 from vaezoo_datasets import RandomImages
 
 import vaezoo
 from vaezoo.components import ELBO
 from vaezoo.training import Trainer
-
-
-def _official_adamax(param, grad, state, *, lr, betas, eps, weight_decay):
-    """One update of the published Adamax with L2 weight decay, written out (float64 state)."""
-    b1, b2 = betas
-    grad = grad.double() + weight_decay * param.double()
-    state["t"] = state.get("t", 0) + 1
-    state["m"] = b1 * state.get("m", torch.zeros_like(grad)) + (1 - b1) * grad
-    state["u"] = torch.maximum(b2 * state.get("u", torch.zeros_like(grad)), grad.abs() + eps)
-    return param.double() - lr / (1 - b1 ** state["t"]) * state["m"] / state["u"]
-
-
-def _official_adam(param, grad, state, *, lr, betas, eps, weight_decay):
-    """One update of the published Adam with L2 weight decay (bias-corrected moments), written out."""
-    b1, b2 = betas
-    grad = grad.double() + weight_decay * param.double()
-    state["t"] = state.get("t", 0) + 1
-    state["m"] = b1 * state.get("m", torch.zeros_like(grad)) + (1 - b1) * grad
-    state["v"] = b2 * state.get("v", torch.zeros_like(grad)) + (1 - b2) * grad * grad
-    m_hat, v_hat = state["m"] / (1 - b1 ** state["t"]), state["v"] / (1 - b2 ** state["t"])
-    return param.double() - lr * m_hat / (v_hat.sqrt() + eps)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +44,7 @@ def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups,
     for name, _ in model.named_parameters():
         own = param_groups and name.startswith("decoder.")
         group_of[name] = {
-            "rule": _official_adam if own and param_groups[0].get("optimizer") == "adam" else _official_adamax,
+            "rule": official_adam if own and param_groups[0].get("optimizer") == "adam" else official_adamax,
             "lr": 0.02 if own else settings["lr"],
             "weight_decay": 0.2 if own else settings["weight_decay"],
             "betas": (0.8, 0.9) if own else settings["betas"],

@@ -39,6 +39,9 @@ class Example:
     #: names of parameters (fnmatch patterns) the output does not depend on by design, e.g. the parts of a model a
     #: regulariser leaves alone; every other parameter must receive a gradient
     gradient_free: tuple[str, ...] = ()
+    #: why the backward pass is by design not the derivative of the output (a surrogate with stopped gradients);
+    #: None: the contract checks the gradient against the output's finite difference
+    surrogate_gradient: str | None = None
 
     def run(self, module: nn.Module) -> Tensor:
         if self.call is not None:

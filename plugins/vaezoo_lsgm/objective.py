@@ -114,4 +114,10 @@ class ScorePriorObjective(Objective):
             )
             return objective
 
-        return Example(build=build, inputs=(x,), output_shape=(), call=lambda m, i: m(m.model, i[0], step=1)[0])
+        return Example(
+            build=build,
+            inputs=(x,),
+            output_shape=(),
+            call=lambda m, i: m(m.model, i[0], step=1)[0],
+            surrogate_gradient="the score prior's surrogate (see ScorePrior) inside the objective",
+        )

@@ -324,4 +324,11 @@ class ScorePrior(JointPrior):
             # the prior's own loss trains its parameters; the VAE's term reaches only the latents
             return torch.stack([module.loss(inputs[0])[0], -module.training_log_prob(inputs[0]).mean()])
 
-        return Example(build=build, inputs=(noise,), output_shape=(2,), call=call)
+        return Example(
+            build=build,
+            inputs=(noise,),
+            output_shape=(2,),
+            call=call,
+            surrogate_gradient="the VAE's term reaches the latents only (network detached) and the prior's loss reads "
+            "detached latents",
+        )

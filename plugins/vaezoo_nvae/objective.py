@@ -186,5 +186,10 @@ class NVAEObjective(Objective):
             return objective
 
         return Example(
-            build=build, inputs=(x,), output_shape=(), call=lambda m, i: m(m.model, i[0], step=3, noise=None)[0]
+            build=build,
+            inputs=(x,),
+            output_shape=(),
+            call=lambda m, i: m(m.model, i[0], step=3, noise=None)[0],
+            surrogate_gradient="KL balancing weights the groups' KL with coefficients that are not differentiated "
+            "(NVAE's)",
         )

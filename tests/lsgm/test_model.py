@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from by_hand import evaluation_by_hand, iw_log_likelihoods, official_adam, official_adamax
 
 import vaezoo
 from vaezoo.evaluation.metrics import iw_log_likelihood
@@ -68,15 +69,29 @@ def test_the_training_estimate_trains_no_prior_and_is_kept_out_of_importance_wei
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(iw_log_likelihood(model, x, k=2)).all()  # the ODE value, in eval mode
+    # its value where it is known: at mixing 0 the score prior is N(0, I), so the estimate through the ODE is the one
+    # with the groups' own Normal priors, log (1/k sum_j p(x, z_j) / q(z_j | x)) by hand, one pass per sample
+    draws = [[torch.randn(s) for s in model.latent_shapes(2)] for _ in range(3)]
+    with torch.no_grad():
+        model.joint_prior.mixing_logit.fill_(-math.inf)
+        model.joint_prior.ode_rtol = model.joint_prior.ode_atol = 0.1  # the drift is 0: any tolerance is exact
+        torch.nn.init.normal_(model.joint_prior.network.conv_out.weight)  # would change everything if mixed in
+        estimate = iw_log_likelihood(model, x, k=3, noise=draws)
+        assert model.joint_prior.last_log_prob_info["function_evaluations"] > 0  # through the ODE
+        with model.own_priors():
+            by_hand = iw_log_likelihoods(model, x, draws)
+    torch.testing.assert_close(estimate.double(), by_hand, rtol=0, atol=2e-5)
 
 
 def test_saved_and_loaded_like_every_model(tmp_path):
-    model = _model(mixing_logit_init=-1.0).eval()
+    model = _model(mixing_logit_init=-1.0, eval_max_k=4).eval()
     from vaezoo.hub import save_pretrained
 
     folder = save_pretrained(model, tmp_path / "lsgm")
     loaded = vaezoo.load(f"local-dir:{folder}")
     assert loaded.config["init_args"]["joint_prior"]["class_path"] == "ScorePrior"
+    # the recipe's eval_max_k is the limit the loaded model's protocol gives `vaezoo evaluate` (which lowers --k to it)
+    assert loaded.evaluation_protocol()["max_k"] == 4
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     x = torch.rand(2, 1, 8, 8).round()
@@ -188,8 +203,19 @@ def test_fit_reports_the_bound_with_the_priors_the_score_prior_replaces(tmp_path
     assert "with the priors it replaces: test ELBO" in out
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     own, joint = results["reference_priors"], results
-    assert own["num_examples"] == joint["num_examples"] and math.isfinite(own["elbo_nats"])
-    assert own["elbo_nats"] != joint["elbo_nats"]  # two evaluations: the score prior's log p is not the own priors'
+    assert own["num_examples"] == joint["num_examples"] == 32
+    # both bounds are the documented protocol computed by hand: the model's (log p of the top scale by the ODE) and
+    # the one with its groups' own priors
+    model = vaezoo.load(tmp_path / "run" / "model")
+    dataset = vaezoo.build(recipe["data"], kind="dataset").test_dataset()
+    elbo, iw_nll = evaluation_by_hand(model, dataset, k=1, seed=0)
+    with model.own_priors():
+        own_elbo, own_iw_nll = evaluation_by_hand(model, dataset, k=1, seed=0)
+    assert joint["elbo_nats"] == pytest.approx(elbo, rel=1e-4)  # the ODE's tolerance
+    assert joint["iw_nll_nats"] == pytest.approx(iw_nll, rel=1e-4)
+    assert own["elbo_nats"] == pytest.approx(own_elbo, rel=1e-6)
+    assert own["iw_nll_nats"] == pytest.approx(own_iw_nll, rel=1e-6)
+    assert abs(elbo - own_elbo) > 1e-3  # the score prior's log p is not the own priors'
     # ... paired: the same posterior noise, the difference of their means with its standard error
     assert "paired difference of the elbo, model - replaced" in out
     paired = results["paired_difference"]["elbo"]
@@ -238,3 +264,40 @@ def test_the_vaes_regularisers_leave_the_score_network_to_its_own():
     assert abs(float(metrics["prior_reg/SpectralRegularizer"]) - singular) < 1e-3 * singular
     assert abs(float((losses[0.5] - losses[0.0]).detach()) - 0.5 * singular) < 1e-3 * singular + 1e-4
     assert ScorePriorObjective(stage="prior").prior_regularization_weight == 0.0  # default off
+
+
+def test_joint_stage_trains_the_vae_and_the_score_prior():
+    """``stage: joint`` through the trainer with the recipe's layout (the VAE on Adamax, ``joint_prior.*`` on its own
+    Adam): two steps move every part, the encoder and decoder by the VAE's loss and the score network by its own,
+    each by its published update rule."""
+    from vaezoo_lsgm.objective import ScorePriorObjective
+    from vaezoo_nvae.objective import NVAEObjective
+
+    from vaezoo.training import Trainer
+
+    model = _model(mixing_logit_init=0.0)
+    vae_objective = NVAEObjective(regularizers=[], kl_balance=False, kl_anneal_portion=1e-4, kl_const_portion=1e-4)
+    objective = ScorePriorObjective(stage="joint", vae_objective=vae_objective)
+    prior_group = {"params": "joint_prior.*", "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0, "eps": 1e-8}
+    trainer = Trainer(max_steps=2, lr=1e-2, weight_decay=3e-4, lr_schedule="constant", device="cpu",
+                      param_groups=[prior_group])  # fmt: skip
+    trainer.prepare(model, objective, data_batch_size=2, num_examples=4)
+    x = torch.rand(2, *model.image_shape).round()
+    states: dict[str, dict] = {name: {} for name, _ in model.named_parameters()}
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for step in range(2):
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        assert trainer.train_step([x], step)[3]
+        for name, p in model.named_parameters():
+            prior = name.startswith("joint_prior.")
+            rule, settings = (official_adam, dict(lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)) if prior else (
+                official_adamax, dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-3, weight_decay=3e-4))  # fmt: skip
+            expected = rule(before[name], p.grad, states[name], **settings)
+            torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-7, msg=(step, name))
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), start[name])}
+    network = {n for n, _ in model.named_parameters() if n.startswith("joint_prior.network.")}
+    encoder = {n for n, _ in model.named_parameters() if n.startswith(("encoder_tower.", "posteriors."))}
+    decoder = {n for n, _ in model.named_parameters() if n.startswith(("decoder_tower.", "priors."))}
+    assert network and encoder and decoder and "joint_prior.mixing_logit" in moved
+    assert len(network & moved) > 0.9 * len(network)  # the score network trains (a few zero-gradient exceptions)
+    assert len(encoder & moved) > 0.9 * len(encoder) and len(decoder & moved) > 0.5 * len(decoder)

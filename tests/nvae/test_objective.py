@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -54,7 +55,23 @@ def test_spectral_regularizer_converges_to_the_sum_of_spectral_norms():
         "u_4x27": (3, 4), "v_4x27": (3, 27), "u_4x6": (1, 4), "v_4x6": (1, 6), "u_8x36": (1, 8), "v_8x36": (1, 36),
     }  # fmt: skip
     value.backward()
-    assert model[0].log_weight_norm.grad is not None and model[3].weight.grad is not None
+    # its gradient is that of the exact sum (d sigma / dW = u v^T at the top singular pair), by autograd through an
+    # SVD-based matrix norm in float64, for every parameter of every conv (weight norms and masks included)
+    exact = copy.deepcopy(model).double()
+    total = sum(
+        torch.linalg.matrix_norm((m.effective_weight() if hasattr(m, "effective_weight") else m.weight).flatten(1), 2)
+        for m in exact.modules()
+        if isinstance(m, nn.Conv2d)
+    )
+    total.backward()
+    reached = 0
+    for (name, p), q in zip(model.named_parameters(), exact.parameters(), strict=True):
+        if q.grad is None:  # biases and the BatchNorm: no part of the sum
+            assert p.grad is None, name
+            continue
+        torch.testing.assert_close(p.grad.double(), q.grad, rtol=1e-3, atol=1e-5, msg=name)
+        reached += 1
+    assert reached == 8  # five conv weights and three weight norms
 
 
 def test_spectral_regularizer_reuses_the_weights_of_the_forward_pass():
@@ -106,6 +123,27 @@ def test_spectral_regularizer_reuses_the_weights_of_the_forward_pass():
     held = conv._applied[0]
     assert out.dtype == torch.bfloat16 and held.dtype == torch.float32
     assert conv.applied_weight(release=True) is held and conv._applied is None
+
+
+def test_the_power_iteration_runs_in_fp32_under_bf16_autocast():
+    """Under bf16 autocast the power iteration and its vectors are float32, bit for bit those of a run without
+    autocast, and so is the gradient (``u v^T``); the value ``u^T W v`` itself is summed under the autocast (bf16
+    rounding of a logged number)."""
+    model, twin = _convs(), _convs()
+    torch.manual_seed(5)
+    plain = SpectralRegularizer(num_power_iterations=3)
+    expected = plain(model)
+    torch.manual_seed(5)
+    under_bf16 = SpectralRegularizer(num_power_iterations=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = under_bf16(twin)
+    for (name, a), b in zip(plain.named_buffers(), under_bf16.buffers(), strict=True):
+        assert b.dtype == torch.float32 and torch.equal(a, b), name
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-2)
+    expected.backward()
+    value.backward()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad), name
 
 
 def test_spectral_first_call_runs_ten_times_the_iterations_from_cpu_draws():

@@ -31,6 +31,7 @@ __all__ = [
     "check_dataset",
     "check_entry",
     "check_feature_extractor",
+    "check_gradient_is_the_derivative",
     "check_preset",
     "check_registration",
     "plugin_entries",
@@ -86,6 +87,8 @@ def check_component(cls: type, kind: str | None = None) -> None:
     - the example's output has the stated shape and is finite;
     - backward gives a finite gradient to every parameter that requires one (but those the example names in
       ``gradient_free``), or to the inputs for parameter-free components: no part of it is dead;
+    - that gradient is the derivative of the output (:func:`check_gradient_is_the_derivative`), unless the example
+      names why it is a surrogate (``Example.surrogate_gradient``);
     - its state_dict saved to bytes and loaded into a differently initialised instance gives bitwise the same
       output in eval mode.
     """
@@ -128,6 +131,9 @@ def check_component(cls: type, kind: str | None = None) -> None:
     if not all(torch.isfinite(g).all() for g in grads if g is not None):
         raise _fail(cls, "a gradient is not finite")
 
+    if example.surrogate_gradient is None:
+        check_gradient_is_the_derivative(cls)
+
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
     buffer.seek(0)
@@ -142,6 +148,65 @@ def check_component(cls: type, kind: str | None = None) -> None:
         got = example.run(clone)
     if not torch.equal(got, expected):
         raise _fail(cls, "its state_dict does not carry its state: a loaded copy gives another output")
+
+
+def check_gradient_is_the_derivative(cls: type) -> None:
+    """The gradient backward gives, against the output's own central difference in float64: along a random direction
+    d of the parameters (and float inputs that require a gradient), ``<grad, d>`` equals
+    ``(f(theta + h d) - f(theta - h d)) / 2h`` for ``f = sum(output)``. Each evaluation starts from the same buffers
+    (BatchNorm statistics, power-iteration vectors, taken after a first call has created any lazy ones) and the same
+    seed, so ``f`` is one deterministic function. A detached or dropped term, a wrong custom backward or a parameter
+    that never reaches the output while it should all break it."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        example = cls.example()
+        module = example.build()
+        inputs = [
+            t for t in example.inputs if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad
+        ]
+        leaves = [p for p in module.parameters() if p.requires_grad] + inputs
+        if not leaves or any(t.dtype != torch.float64 for t in leaves):
+            return  # a component that keeps its own dtype: the float32 gradient checks of check_component only
+        with torch.no_grad():
+            torch.manual_seed(11)
+            example.run(module)  # creates lazy state (e.g. power-iteration vectors)
+        buffers = {name: b.clone() for name, b in module.named_buffers()}
+
+        def f() -> torch.Tensor:
+            with torch.no_grad():
+                for name, b in module.named_buffers():
+                    b.copy_(buffers[name])
+            torch.manual_seed(11)
+            return example.run(module).sum()
+
+        for t in leaves:
+            t.grad = None
+        value = f()
+        value.backward()
+        generator = torch.Generator().manual_seed(3)
+        direction = [torch.randn(t.shape, generator=generator, dtype=torch.float64) for t in leaves]
+        analytic = sum(float((t.grad * d).sum()) for t, d in zip(leaves, direction, strict=True) if t.grad is not None)
+        # an output rounded to float32 on purpose (a logsumexp kept in fp32) takes a larger step and tolerance
+        h, tolerance = (1e-6, 1e-4) if value.dtype == torch.float64 else (1e-3, 1e-2)
+        values = []
+        with torch.no_grad():
+            for sign in (1.0, -1.0):
+                for t, d in zip(leaves, direction, strict=True):
+                    t.add_(sign * h * d)
+                values.append(float(f()))
+                for t, d in zip(leaves, direction, strict=True):
+                    t.sub_(sign * h * d)
+    finally:
+        torch.set_default_dtype(default)
+    numeric = (values[0] - values[1]) / (2 * h)
+    if abs(analytic - numeric) > max(1e-6, tolerance * abs(numeric)):
+        raise _fail(
+            cls,
+            f"its gradient is not the derivative of its output: {analytic:.6g} along a random direction, the finite "
+            f"difference {numeric:.6g} (a surrogate gradient? say why in Example.surrogate_gradient)",
+        )
 
 
 def check_feature_extractor(cls: type) -> None:
