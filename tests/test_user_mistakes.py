@@ -273,3 +273,34 @@ def test_no_test_can_leak_global_state_into_the_next(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout[-3000:]
+
+
+NVAE_RECIPE = str(REPO_ROOT / "recipes" / "nvae_mnist_small.yaml")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (  # a combiner slot takes a combiner: a cell would take aux_channels as its stride and fail mid-forward
+            ["--model.init_args.decoder_combiner", "ResidualCell"],
+            "model.init_args.decoder_combiner: ResidualCell is a cell, not a combiner (choices: DecoderCombiner, "
+            "EncoderCombiner, LatentOnlyCombiner, PassThroughCombiner, ZInjectionCombiner)",
+        ),
+        (  # the per-group prior slot is built with (in_channels, latent_channels): one instance does not fit
+            ["--model.init_args.prior", "StandardNormalPrior"],
+            "model.init_args.prior: StandardNormalPrior is not a ConditionalPrior (p(z_i | z_<i) from the decoder "
+            "state); this slot takes BottleneckNormalPrior, NormalPrior",
+        ),
+        (
+            ["--model.init_args.top_prior", "NormalPrior"],
+            "model.init_args.top_prior: NormalPrior is not an UnconditionalPrior (p(z) of one group, independent of "
+            "the decoder); this slot takes FixedNormalPrior, StandardNormalPrior",
+        ),
+        (["--model", "{preset: nvae-mnist-smal}"], "model.preset: unknown preset 'nvae-mnist-smal'"),
+    ],
+    ids=["cell-as-combiner", "instance-prior-per-group", "conditional-prior-on-top", "misspelt-preset"],
+)
+def test_a_component_in_the_wrong_slot_is_one_line_naming_what_the_slot_takes(
+    tmp_path, capsys, monkeypatch, args, expected
+):
+    refused(capsys, monkeypatch, tmp_path, ["fit", NVAE_RECIPE, *args, "--run_dir", "run"], expected)
