@@ -16,7 +16,7 @@ import yaml
 
 import vaezoo
 from vaezoo import plugins
-from vaezoo.config import resolve_class_paths
+from vaezoo.config import expand_recipe_presets, resolve_class_paths
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted([*REPO.glob("recipes/**/*.yaml"), *REPO.glob("benchmarks/recipes/*.yaml")])
@@ -39,8 +39,15 @@ def _recipe_sections(path: Path) -> dict:
 
 
 def _owners(path: Path) -> set[str]:
+    """The plugins a recipe needs: those of its class paths and of the preset its model names."""
     registry = vaezoo.get_registry()
-    return {registry.find_class(p).plugin for p in _class_paths(_recipe_sections(path))}
+    sections = _recipe_sections(path)
+    owners = {registry.find_class(p).plugin for p in _class_paths(sections)}
+    preset = sections.get("model", {}).get("preset") if isinstance(sections.get("model"), dict) else None
+    if preset is not None:
+        owners.add(registry.get("preset", preset).plugin)
+        owners |= {registry.find_class(p).plugin for p in _class_paths(expand_recipe_presets(sections, registry))}
+    return owners
 
 
 @pytest.fixture
@@ -69,6 +76,9 @@ def test_the_plugins_and_recipes_are_all_seen(everything):
     assert {i.name for i in plugins.plugin_infos() if i.builtin} == {"core", *BUILTIN_PLUGINS}
     assert set(presets.values()) >= {"baselines", "nvae", "iaf", "ladder", "vdvae"}
     assert len(recipes) >= 20 and sum(1 for owners in recipes.values() if owners) >= 15  # overlays may name none
+    # a recipe that names its preset is owned by the preset's plugin (and by those of the components it names)
+    assert {"nvae", "lsgm"} <= recipes[REPO / "recipes" / "lsgm_mnist_small.yaml"]
+    assert "nvae" in recipes[REPO / "recipes" / "nvae_mnist_small.yaml"]
 
 
 @pytest.mark.parametrize("plugin", BUILTIN_PLUGINS)
@@ -88,11 +98,16 @@ def test_blocking_a_plugin_leaves_the_rest_buildable(plugin, everything, blocked
     for path, owners in recipes.items():
         if plugin in owners:
             continue
-        sections = _recipe_sections(path)
+        sections = expand_recipe_presets(_recipe_sections(path), registry)  # an unknown preset: ConfigError
         for section, spec in sections.items():
             resolve_class_paths(spec, registry, section)  # ConfigError naming the key if a class is missing
         resolved += 1
     assert resolved, f"blocking {plugin} left no recipe to check"
+    # the published weights that remain name a preset and a converter that remain
+    for entry in registry.entries("pretrained"):
+        for kind in ("preset", "converter"):
+            if entry.metadata.get(kind) is not None:
+                assert entry.metadata[kind] in registry.names(kind), (entry.name, kind)
 
 
 def test_the_core_cannot_be_blocked_and_naming_it_says_so(blocked, capsys):
