@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -246,17 +247,32 @@ def test_fp16_gradient_scaler_state_is_checkpointed_and_restored(tmp_path):
         assert torch.equal(resumed_model.state_dict()[key], value), key
 
 
+def _doubles_model():
+    """A hierarchical VAE (it has speed switches) made of vaezoo.testing's doubles (no layer they act on)."""
+    from vaezoo.models import HierarchicalVAE
+    from vaezoo.testing.doubles import hierarchical_arguments
+
+    return HierarchicalVAE(**hierarchical_arguments())
+
+
 @pytest.mark.parametrize(
-    "switch, message",
+    "switch, build, message",
     [
-        ({"gradient_checkpointing": True}, "trainer.gradient_checkpointing: ConvVAE does not support it"),
-        ({"compile_cells": True}, "trainer.compile_cells: ConvVAE has no cell to compile"),
-        ({"depthwise_weight_grad": "compiled"}, "trainer.depthwise_weight_grad: ConvVAE has no layer that supports it"),
+        ({"gradient_checkpointing": True}, "test-vae", "trainer.gradient_checkpointing: ConvVAE has no speed switches"),
+        ({"compile_cells": True}, "test-vae", "trainer.compile_cells: ConvVAE has no speed switches"),
+        ({"depthwise_weight_grad": "compiled"}, "test-vae", "trainer.depthwise_weight_grad: ConvVAE has no speed switches"),
+        ({"bn_swish": "fused"}, "test-vae", "trainer.bn_swish: ConvVAE has no speed switches"),
+        ({"bn_swish": "fused"}, _doubles_model, "trainer.bn_swish: HierarchicalVAE has no BatchNorm-Swish layer"),
+        ({"depthwise_weight_grad": "compiled"}, _doubles_model,
+         "trainer.depthwise_weight_grad: HierarchicalVAE has no layer that supports it"),
     ],
-)
-def test_a_speed_switch_the_model_does_not_declare_is_refused_by_its_recipe_key(switch, message):
-    with pytest.raises(vaezoo.VaezooError, match=f"^{message}$"):
-        _trainer(**switch).prepare(vaezoo.create("test-vae"), ELBO(), 8, 64)
+)  # fmt: skip
+def test_a_speed_switch_the_model_does_not_declare_is_refused_by_its_recipe_key(switch, build, message):
+    """Speed switches belong to the model families that have them (vaezoo.interfaces.SpeedSwitches), not to every
+    model: a model without them, or without a layer a switch acts on, is one line naming the recipe key."""
+    model = vaezoo.create(build) if isinstance(build, str) else build()
+    with pytest.raises(vaezoo.VaezooError, match=f"^{re.escape(message)}"):
+        _trainer(**switch).prepare(model, ELBO(), 8, 64)
 
 
 def test_speed_switches_reach_a_model_that_declares_them():

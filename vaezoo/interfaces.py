@@ -452,7 +452,13 @@ class GenerativeModel(nn.Module, Component):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # -- speed switches: the trainer turns on what the recipe asks for; a model declares what it supports --------
+
+class SpeedSwitches:
+    """Speed and memory switches of a model family built from :mod:`vaezoo.nn` layers (the hierarchical VAE): the
+    trainer turns on what the recipe asks for (``trainer.compile_cells``, ``depthwise_weight_grad``, ``bn_swish``,
+    ``gradient_checkpointing``). A model that mixes this in declares that it has them; any other model is refused
+    those settings in one line. Each method raises ``NotImplementedError`` when the model has no layer it acts on."""
+
     #: whether :meth:`enable_gradient_checkpointing` works for this model
     supports_gradient_checkpointing: ClassVar[bool] = False
 

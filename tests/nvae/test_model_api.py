@@ -148,7 +148,7 @@ def test_depthwise_weight_grad_switch_needs_a_model_that_has_such_layers():
 
     model = vaezoo.create("vae-mnist", latent_dim=4, hidden_channels=4, hidden_units=16)
     trainer = Trainer(depthwise_weight_grad="compiled", progress=False, tensorboard=False, device="cpu")
-    with pytest.raises(VaezooError, match="depthwise_weight_grad: ConvVAE has no layer that supports it"):
+    with pytest.raises(VaezooError, match="depthwise_weight_grad: ConvVAE has no speed switches"):
         trainer.prepare(model, ELBO(), 4, 40)
 
 

@@ -61,6 +61,7 @@ from ..interfaces import (
     Likelihood,
     ModelOutput,
     Posterior,
+    SpeedSwitches,
     UnconditionalPrior,
 )
 from ..nn import BN_SWISH_MODES, BatchNormSwish, WeightNormConv2d
@@ -111,7 +112,7 @@ def _frozen_batch_norm(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
-class HierarchicalVAE(ModelHubMixin, GenerativeModel):
+class HierarchicalVAE(ModelHubMixin, SpeedSwitches, GenerativeModel):
     """A multi-scale top-down hierarchical VAE built from cell, posterior, prior, flow and likelihood
     components. See the module docstring for the layout and the factory signatures."""
 

@@ -1,9 +1,10 @@
 """Applying a recipe's speed switches to a model.
 
 The switches change speed and memory, never results (up to float rounding). Those that depend on the model's layers
-(cell compilation, the depthwise weight gradient, fused BatchNorm-Swish, gradient checkpointing) are declared by the model itself through
-:class:`~vaezoo.interfaces.GenerativeModel`'s methods, which raise ``NotImplementedError`` when it has no support:
-here that becomes a one-line :class:`~vaezoo.errors.VaezooError` naming the recipe key, raised before training starts.
+(cell compilation, the depthwise weight gradient, fused BatchNorm-Swish, gradient checkpointing) are declared by the model family that has them,
+by mixing in :class:`~vaezoo.interfaces.SpeedSwitches` (whose methods raise ``NotImplementedError`` when the model
+has no layer they act on): a model without them, or without such a layer, is one line naming the recipe key, raised
+before training starts.
 ``channels_last`` and ``keep_freed_memory`` work on any model.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import VaezooError
-from ..interfaces import GenerativeModel
+from ..interfaces import GenerativeModel, SpeedSwitches
 from .memory import keep_freed_memory as _keep_freed_memory
 
 
@@ -29,6 +30,15 @@ def apply_speed_switches(
 ) -> None:
     """Turn on the switches the recipe asks for, on a model already moved to ``device``."""
     name = type(model).__name__
+    asked = {
+        "compile_cells": compile_cells,
+        "depthwise_weight_grad": depthwise_weight_grad != "native",  # every layer's default: any model will do
+        "bn_swish": bn_swish != "native",
+        "gradient_checkpointing": gradient_checkpointing,
+    }
+    if not isinstance(model, SpeedSwitches) and any(asked.values()):
+        key = next(k for k, on in asked.items() if on)
+        raise VaezooError(f"trainer.{key}: {name} has no speed switches (only models built from vaezoo.nn layers do)")
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile_cells:
