@@ -10,7 +10,17 @@ import torch
 from torch import nn
 
 from vaezoo.errors import RegistryError
-from vaezoo.interfaces import INTERFACES, Cell, Combiner, ConditionalPrior, Example, Prior, UnconditionalPrior
+from vaezoo.interfaces import (
+    INTERFACES,
+    Cell,
+    Combiner,
+    ConditionalPrior,
+    Example,
+    GroupPosterior,
+    Prior,
+    UnconditionalPrior,
+    VectorPosterior,
+)
 from vaezoo.registry import Registry
 from vaezoo.testing import ContractError, check_component, check_entry, check_registration, plugin_entries
 from vaezoo.testing.doubles import ConcatCombiner, ConvCell, ConvNormalPrior, ZeroNormalPrior
@@ -176,10 +186,20 @@ def test_registration_refuses_a_class_that_breaks_its_slot(kind, cls, message):
         check_registration(cls, kind)
 
 
-def test_each_built_in_prior_fills_one_kind_of_slot():
-    """The hierarchical assembler's ``prior`` slot builds per group, its ``top_prior`` takes one instance."""
+def test_each_built_in_prior_and_posterior_fills_one_kind_of_slot():
+    """The hierarchical assembler's ``prior`` and ``posterior`` slots build per group, its ``top_prior`` takes one
+    instance, as do ConvVAE's prior and posterior."""
     priors = {e.name: e.target for e in plugin_entries(kinds=["prior"])}
     conditional = sorted(n for n, c in priors.items() if issubclass(c, ConditionalPrior))
     unconditional = sorted(n for n, c in priors.items() if issubclass(c, UnconditionalPrior))
     assert conditional == ["BottleneckNormalPrior", "NormalPrior"]
     assert unconditional == ["FixedNormalPrior", "StandardNormalPrior"]
+    posteriors = {e.name: e.target for e in plugin_entries(kinds=["posterior"])}
+    per_group = sorted(n for n, c in posteriors.items() if issubclass(c, GroupPosterior))
+    assert per_group == [
+        "BottleneckNormalPosterior",
+        "NormalPosterior",
+        "PrecisionWeightedPosterior",
+        "ResidualNormalPosterior",
+    ]
+    assert [n for n, c in posteriors.items() if issubclass(c, VectorPosterior)] == ["GaussianPosterior"]

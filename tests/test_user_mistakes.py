@@ -296,9 +296,21 @@ NVAE_RECIPE = str(REPO_ROOT / "recipes" / "nvae_mnist_small.yaml")
             "model.init_args.top_prior: NormalPrior is not an UnconditionalPrior (p(z) of one group, independent of "
             "the decoder); this slot takes FixedNormalPrior, StandardNormalPrior",
         ),
+        (  # ConvVAE's posterior over a flat vector would take (in_channels, latent_channels) as its sigma bounds
+            ["--model.init_args.posterior", "GaussianPosterior"],
+            "model.init_args.posterior: GaussianPosterior is not a GroupPosterior (q(z_i | x, z_<i) of one latent "
+            "group); this slot takes BottleneckNormalPosterior, NormalPosterior, PrecisionWeightedPosterior, "
+            "ResidualNormalPosterior",
+        ),
         (["--model", "{preset: nvae-mnist-smal}"], "model.preset: unknown preset 'nvae-mnist-smal'"),
     ],
-    ids=["cell-as-combiner", "instance-prior-per-group", "conditional-prior-on-top", "misspelt-preset"],
+    ids=[
+        "cell-as-combiner",
+        "instance-prior-per-group",
+        "conditional-prior-on-top",
+        "vector-posterior-per-group",
+        "misspelt-preset",
+    ],
 )
 def test_a_component_in_the_wrong_slot_is_one_line_naming_what_the_slot_takes(
     tmp_path, capsys, monkeypatch, args, expected

@@ -247,14 +247,40 @@ class JointPrior(nn.Module, Component):
 
 
 class Posterior(nn.Module, Component):
-    """q(z_i | x, z_<i) for one latent group, from encoder features and (optionally) the prior."""
+    """q(z_i | x, z_<i) from encoder features and (optionally) the prior. Like a prior, a posterior is one of two
+    kinds of slot, and subclasses the one it fills:
+
+    - :class:`GroupPosterior`: built per latent group by the hierarchical assembler with
+      ``(in_channels, latent_channels)``, the encoder features' channels and the latent's;
+    - :class:`VectorPosterior`: one instance, built from the recipe's arguments alone (``posterior`` of ``ConvVAE``),
+      over a flat latent vector.
+    """
 
     kind = "posterior"
-    # no slot_arguments: the hierarchical assembler builds posteriors per group with (in_channels, latent_channels),
-    # ConvVAE takes one instance built from its own arguments
+
+    @classmethod
+    def contract_problems(cls) -> list[str]:
+        problems = super().contract_problems()
+        if not issubclass(cls, (GroupPosterior, VectorPosterior)):
+            problems.append(
+                "a posterior subclasses GroupPosterior (built per group with (in_channels, latent_channels)) or "
+                "VectorPosterior (one instance, from its own arguments)"
+            )
+        return problems
 
     @abc.abstractmethod
     def forward(self, features: Tensor, prior: LatentDistribution | None) -> LatentDistribution: ...
+
+
+class GroupPosterior(Posterior):
+    """q(z_i | x, z_<i) of one latent group: built per group with ``(in_channels, latent_channels)``; called with the
+    encoder features ``[B, in_channels, H, W]`` and the group's prior."""
+
+    slot_arguments = ("in_channels", "latent_channels")
+
+
+class VectorPosterior(Posterior):
+    """q(z | x) over a flat latent vector: one instance in its slot, called with the encoder's features."""
 
 
 class Flow(nn.Module, Component):

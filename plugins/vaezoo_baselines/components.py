@@ -6,10 +6,10 @@ import torch
 from torch import Tensor
 
 from vaezoo.distributions import DiagonalNormal
-from vaezoo.interfaces import Example, LatentDistribution, Posterior
+from vaezoo.interfaces import Example, LatentDistribution, VectorPosterior
 
 
-class GaussianPosterior(Posterior):
+class GaussianPosterior(VectorPosterior):
     """q(z|x) = N(mu, sigma^2) with (mu, log sigma) the two channel halves of the encoder output."""
 
     def __init__(self, min_log_sigma: float = -10.0, max_log_sigma: float = 5.0) -> None:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from vaezoo.components import BernoulliLikelihood, StandardNormalPrior
 from vaezoo.errors import ConfigError
 from vaezoo.hub.mixin import ModelHubMixin
-from vaezoo.interfaces import Example, GenerativeModel, Likelihood, ModelOutput, Posterior, UnconditionalPrior
+from vaezoo.interfaces import Example, GenerativeModel, Likelihood, ModelOutput, UnconditionalPrior, VectorPosterior
 
 from .components import GaussianPosterior
 
@@ -26,7 +26,7 @@ class ConvVAE(ModelHubMixin, GenerativeModel):
         hidden_channels: int = 32,
         hidden_units: int = 256,
         prior: UnconditionalPrior | None = None,
-        posterior: Posterior | None = None,
+        posterior: VectorPosterior | None = None,
         likelihood: Likelihood | None = None,
     ) -> None:
         super().__init__()

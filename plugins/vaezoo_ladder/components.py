@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaezoo.distributions import DiagonalNormal
-from vaezoo.interfaces import Combiner, Example, LatentDistribution, Posterior
+from vaezoo.interfaces import Combiner, Example, GroupPosterior, LatentDistribution
 
 
 def precision_weighted(
@@ -32,7 +32,7 @@ def precision_weighted(
     return weight * mu_hat + (1.0 - weight) * mu_prior, log_sigma_q
 
 
-class PrecisionWeightedPosterior(Posterior):
+class PrecisionWeightedPosterior(GroupPosterior):
     """q(z_i | .) of a Ladder VAE: a conv of the bottom-up features gives ``(mu_hat, sigma_hat)``
     (``sigma_hat = softplus(.) + min_sigma``), merged with the prior by precision weighting (see the module
     docstring). Without a prior the bottom-up estimate is the posterior."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.distributions import DiagonalNormal
-from vaezoo.interfaces import Cell, Combiner, ConditionalPrior, Example, LatentDistribution, Posterior
+from vaezoo.interfaces import Cell, Combiner, ConditionalPrior, Example, GroupPosterior, LatentDistribution
 
 
 class Bottleneck(nn.Module):
@@ -87,7 +87,7 @@ class BottleneckBlock(Cell):
         return Example(build=lambda: cls(8, 8, 2, depth=4), inputs=(x,), output_shape=(2, 8, 4, 4))
 
 
-class BottleneckNormalPosterior(Posterior):
+class BottleneckNormalPosterior(GroupPosterior):
     """q(z_i | x, z_<i): a bottleneck (no residual) of the features gives ``(mu, log sigma)``; the prior is not used
     (in VDVAE the posterior block reads the concatenated decoder state and encoder activations, here merged by the
     encoder combiner)."""

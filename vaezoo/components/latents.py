@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..distributions import DiagonalNormal, SoftClampedNormal
-from ..interfaces import ConditionalPrior, Example, JointPrior, LatentDistribution, Posterior, UnconditionalPrior
+from ..interfaces import ConditionalPrior, Example, GroupPosterior, JointPrior, LatentDistribution, UnconditionalPrior
 from ..nn import WeightNormConv2d, elu
 
 
@@ -66,7 +66,7 @@ class NormalPrior(ConditionalPrior):
         )
 
 
-class NormalPosterior(Posterior):
+class NormalPosterior(GroupPosterior):
     """q(z_i | x, z_<i): a weight-normalised conv of the features gives (raw mu, raw log sigma); the prior is ignored."""
 
     def __init__(self, in_channels: int, latent_channels: int, kernel_size: int = 3) -> None:

@@ -56,11 +56,11 @@ from ..interfaces import (
     Example,
     Flow,
     GenerativeModel,
+    GroupPosterior,
     JointPrior,
     LatentDistribution,
     Likelihood,
     ModelOutput,
-    Posterior,
     SpeedSwitches,
     UnconditionalPrior,
 )
@@ -69,7 +69,7 @@ from ..testing.doubles import hierarchical_arguments
 
 CellFactory = Callable[[int, int, int], Cell]
 CombinerFactory = Callable[[int, int, int], Combiner]
-PosteriorFactory = Callable[[int, int], Posterior]
+PosteriorFactory = Callable[[int, int], GroupPosterior]
 PriorFactory = Callable[[int, int], ConditionalPrior]
 FlowFactory = Callable[[int, int], Flow]
 JointPriorFactory = Callable[[int], JointPrior]

@@ -20,9 +20,9 @@ from ..interfaces import (
     Combiner,
     ConditionalPrior,
     Example,
+    GroupPosterior,
     LatentDistribution,
     Likelihood,
-    Posterior,
     UnconditionalPrior,
 )
 
@@ -97,7 +97,7 @@ class ConvNormalPrior(ConditionalPrior):
         )  # fmt: skip
 
 
-class ConvNormalPosterior(Posterior):
+class ConvNormalPosterior(GroupPosterior):
     """N(mu, sigma^2) from a 1x1 convolution of the features (the prior is not used)."""
 
     def __init__(self, in_channels: int, latent_channels: int) -> None:
