@@ -105,6 +105,20 @@ FUNCTIONS: dict[str, list[str]] = {
             "num_scored_dims",
         )
     ],  # fmt: skip
+    "plugins/vaezoo_nvae/objective.py": [  # its functions and the objective's methods, not example()
+        "vaezoo_nvae.objective.x_*",
+        *(
+            f"vaezoo_nvae.objective.xǁNVAEObjectiveǁ{name}__mutmut_*"
+            for name in (
+                "__init__",
+                "balancing_alpha",
+                "kl_coefficient",
+                "regularization_coefficient",
+                "forward",
+                "loss_from_output",
+            )
+        ),
+    ],  # fmt: skip
     "vaezoo/config.py": [
         "vaezoo.config.x_resolve_class_paths__mutmut_*",
         "vaezoo.config.x_restrict_value_imports__mutmut_*",
