@@ -25,6 +25,7 @@ import vaezoo
 from vaezoo import hookimpl, hub
 from vaezoo.cli import main
 from vaezoo.errors import CheckpointError, ConfigError, RegistryError, VaezooError
+from vaezoo.hub.loading import load_folder
 from vaezoo.interfaces import GenerativeModel
 from vaezoo.plugins import get_registry, plugin
 
@@ -506,3 +507,157 @@ def test_a_saved_model_names_the_plugins_it_needs(tmp_path, monkeypatch):
         match=r"needs plugin 'nvae' \(from vaezoo\), which VAEZOO_BLOCK_PLUGINS blocks, for .*DepthwiseResidualCell",
     ):
         vaezoo.load(str(nvae))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loading checks: which folder a name means, where errors say they come from, the card's provenance
+# ---------------------------------------------------------------------------------------------
+def test_a_run_folder_loads_its_model_and_other_folders_say_what_they_are(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = _model()
+    model.save_pretrained(tmp_path / "run" / "model")
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    loaded = vaezoo.load("run")
+    assert loaded.card.location == str((tmp_path / "run" / "model").absolute()) and loaded.card.origin == "local-dir"
+    _assert_same_outputs(model, loaded)
+
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(CheckpointError) as info:
+        vaezoo.load("./unfinished")
+    assert _one_line_error(info) == (
+        "./unfinished: a run folder without a saved model (fit writes model/ when it ends); vaezoo evaluate and "
+        "vaezoo sample read its last checkpoint"
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError) as info:
+        vaezoo.load("./empty")
+    assert _one_line_error(info) == (
+        "./empty: missing config.json: not a saved model folder (nor a run folder with model/)"
+    )
+    # a missing org/name is probably a Hub repo: say how those are written; a deeper or existing path is not
+    for name, hint in [("acme/tiny", True), ("acme/tiny/more", False), ("run/tiny", False), ("./nothing", False)]:
+        with pytest.raises(CheckpointError) as info:
+            vaezoo.load(name)
+        expected = f"{name}: no such model folder" + (f" (a Hub repo is written hf-hub:{name})" if hint else "")
+        assert _one_line_error(info) == expected
+    with pytest.raises(CheckpointError) as info:
+        load_folder(tmp_path / "missing", "cpu", where="the store's copy")
+    assert _one_line_error(info) == "the store's copy: no such model folder"
+
+
+def test_every_loading_error_starts_with_where_the_model_came_from(tmp_path):
+    """Each check names the model as the caller gave it: a broken config, a weights file that fails its hash, a
+    plugin the config needs, weights that do not fit."""
+    breakers = {
+        "config": (_break_json, "config.json is not valid JSON ("),
+        "hash": (_break_truncated, "model.safetensors has "),
+        "plugins": (
+            lambda f: _edit_config(f, lambda c: c["plugins"].update(Ghost={"plugin": "ghost", "distribution": None})),
+            "needs the plugin 'ghost'",
+        ),
+        "keys": (
+            lambda f: _rewrite_weights(f, {"decoder.0.bias": torch.zeros(1)}),
+            "model.safetensors does not fit the model: size mismatch for decoder.0.bias",
+        ),
+    }
+    for case, (breaker, detail) in breakers.items():
+        folder = _model().save_pretrained(tmp_path / case)
+        breaker(folder)
+        for name, where in [(f"local-dir:{folder}", f"local-dir:{folder}"), (str(folder), str(folder))]:
+            with pytest.raises(VaezooError) as info:
+                vaezoo.load(name)
+            assert _one_line_error(info).startswith(f"{where}: {detail}"), (case, str(info.value))
+        with pytest.raises(VaezooError) as info:
+            hub.from_pretrained(str(folder))
+        assert _one_line_error(info).startswith(f"{folder}: {detail}"), case
+
+
+def _edit_config(folder: Path, change) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_weights_of_other_shapes_are_counted_and_unreadable_weights_say_why(tmp_path):
+    folder = _model().save_pretrained(tmp_path / "tiny")
+    tensors = load_file(str(folder / "model.safetensors"))
+    _rewrite_weights(folder, {**tensors, "decoder.0.bias": torch.zeros(5), "decoder.0.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError) as info:
+        vaezoo.load(str(folder))
+    message = _one_line_error(info)
+    assert message.startswith(f"{folder}: model.safetensors does not fit the model: size mismatch for decoder.0.")
+    assert message.endswith(" (and 1 more)") and ". (and" not in message, message
+    _rewrite_weights(folder, {**tensors, "decoder.0.bias": torch.zeros(5)})
+    with pytest.raises(CheckpointError) as info:
+        vaezoo.load(str(folder))
+    message = _one_line_error(info)
+    assert "more)" not in message and not message.endswith(".") and message.count("size mismatch") == 1
+    _break_header(folder)
+    with pytest.raises(CheckpointError) as info:
+        vaezoo.load(str(folder))
+    message = _one_line_error(info)
+    detail = message.split("is not a valid safetensors file (", 1)[1]
+    assert detail.endswith(")") and len(detail) > 10 and detail != "None)", message
+
+
+def test_the_card_says_where_a_model_was_loaded_from(tmp_path):
+    folder = _model().save_pretrained(tmp_path / "tiny")
+    card = load_folder(folder, "cpu", where="here").card
+    assert (card.origin, card.location, card.name) == ("local-dir", str(folder), None)
+    card = load_folder(folder, "cpu", where="here", origin="store", location="elsewhere", name="tiny-vae").card
+    assert (card.origin, card.location, card.name) == ("store", "elsewhere", "tiny-vae")
+    card = hub.from_pretrained(str(folder)).card
+    assert (card.origin, card.location) == ("local-dir", str(folder.absolute()))
+    card = vaezoo.load(f"local-dir:{folder}").card
+    assert (card.origin, card.location) == ("local-dir", str(folder.absolute()))
+
+
+def test_from_pretrained_passes_names_device_and_revision_on(tmp_path, monkeypatch):
+    """A prefixed name, a pretrained name or a Hub repo id ``org/name`` goes to :func:`vaezoo.load` with the device
+    and the revision; a folder is read in place."""
+    from vaezoo.hub import loading
+    from vaezoo.hub.names import pretrained_names
+
+    calls = []
+
+    def spy(name, device="cpu", revision=None):
+        calls.append((name, device, revision))
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(loading, "load", spy)
+    hub.from_pretrained("hf-hub:acme/tiny", revision="v1", device="meta")
+    hub.from_pretrained("local-dir:./somewhere", device="meta")
+    hub.from_pretrained("acme/tiny", revision="v2", device="meta")
+    name = sorted(pretrained_names())[0]
+    hub.from_pretrained(name, revision="v3", device="meta")
+    assert calls == [
+        ("hf-hub:acme/tiny", "meta", "v1"),
+        ("local-dir:./somewhere", "meta", None),
+        ("hf-hub:acme/tiny", "meta", "v2"),
+        (name, "meta", "v3"),
+    ]
+    with pytest.raises(CheckpointError, match="neither a model folder, a Hub repo id"):
+        hub.from_pretrained("not a/name/at all")
+    assert len(calls) == 4
+
+
+def test_a_plugin_that_failed_to_load_and_several_missing_plugins_are_named_at_once(tmp_path):
+    from test_registry_plugins import _WidePriorPlugin
+
+    class _Failing:
+        @hookimpl
+        def register_components(self, register):
+            raise RuntimeError("broken wheel")
+
+    with plugin(_WidePriorPlugin(), name="wide"):
+        torch.manual_seed(0)
+        folder = vaezoo.create("test-vae", prior={"class_path": "WidePrior"}).save_pretrained(tmp_path / "wide")
+    ghost = {"plugin": "ghost", "distribution": "vaezoo-ghost", "version": None}
+    _edit_config(folder, lambda c: c["plugins"].update(GhostA=ghost, GhostB=ghost))
+    with plugin(_Failing(), name="wide"):
+        with pytest.raises(ConfigError) as info:
+            vaezoo.load(str(folder))
+    message = _one_line_error(info)
+    assert message.startswith(f"{folder}: needs plugin 'wide', which failed to load (") and "broken wheel" in message
+    assert message.endswith("), for WidePrior; plugin vaezoo-ghost (pip install vaezoo-ghost) for GhostA, GhostB")

@@ -230,6 +230,65 @@ def test_elbo_warmup_as_a_portion_of_the_run():
     assert ELBO(beta=2.0, kl_warmup_steps=10).kl_coefficient(5) == 1.0
 
 
+def test_elbo_loss_and_metrics_by_their_definition():
+    """``mean_B(recon + beta_t sum_groups KL)`` on the given noise, with beta_t = beta min(1, step / warm-up), and its
+    metrics; through GradientSkipping too (the step and the noise reach the wrapped objective)."""
+    torch.manual_seed(0)
+    model = vaezoo.create("test-nvae")  # three latent groups
+    x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.5))
+    noise = [torch.randn(s) for s in model.latent_shapes(3)]
+    out = model(x, noise=noise)
+    kl = out.kl.detach()
+    coeff = 0.5 * 4 / 10
+    expected = {"recon": out.recon.mean(), "kl": kl.sum(0).mean(), "kl_per_group": kl.mean(1),
+                "nelbo": (out.recon + kl.sum(0)).mean()}  # fmt: skip
+    for objective in (ELBO(beta=0.5, kl_warmup_steps=10), GradientSkipping(ELBO(beta=0.5, kl_warmup_steps=10))):
+        loss, metrics = objective(model, x, step=4, noise=noise)
+        torch.testing.assert_close(loss, (out.recon + coeff * kl.sum(0)).mean(), rtol=1e-6, atol=1e-5)
+        assert metrics["kl_coeff"] == pytest.approx(coeff)
+        for name, value in expected.items():
+            torch.testing.assert_close(metrics[name], value.detach(), rtol=1e-6, atol=1e-5, msg=name)
+
+
+def test_elbo_and_gradient_skipping_settings():
+    plain = ELBO()
+    assert plain.beta == 1.0 and plain.kl_coefficient(0) == 1.0  # no warm-up unless asked for
+    one_step = ELBO(kl_warmup_steps=1)
+    assert one_step.kl_coefficient(0) == 0.0 and one_step.kl_coefficient(1) == 1.0
+    for portion in (0.0, 1.0):
+        ELBO(kl_warmup_portion=portion)  # both ends allowed
+    for portion in (-0.1, 1.5):
+        with pytest.raises(ValueError) as info:
+            ELBO(kl_warmup_portion=portion)
+        assert str(info.value) == f"kl_warmup_portion must be in [0, 1], got {portion}"
+    with pytest.raises(ValueError) as info:
+        ELBO(kl_warmup_portion=0.5).kl_coefficient(3)
+    assert str(info.value) == "kl_warmup_portion needs the run length: call set_total_steps(T) before training"
+    wrapped = GradientSkipping(ELBO(kl_warmup_portion=0.5))
+    wrapped.set_total_steps(20)  # told to the wrapper, reaches the wrapped objective
+    assert wrapped.total_steps == 20 and wrapped.objective.warmup_steps() == 10.0
+    assert wrapped.max_grad_norm == 400.0 and wrapped.skipped_updates.dtype == torch.long
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError) as info:
+            GradientSkipping(ELBO(), max_grad_norm=bad)
+        assert str(info.value) == f"max_grad_norm must be positive, got {bad}"
+
+
+def test_a_gradient_norm_at_the_threshold_is_applied():
+    """Skipped above ``max_grad_norm`` only: a norm equal to it goes through."""
+    model = _tiny_vae()
+    x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.5))
+    noise = [torch.randn(s) for s in model.latent_shapes(4)]
+    probe = GradientSkipping(ELBO(), max_grad_norm=1e9)
+    probe(model, x, step=0, noise=noise)[0].backward()
+    norm = float(probe.last_grad_norm)
+    model.zero_grad()
+    at_threshold = GradientSkipping(ELBO(), max_grad_norm=norm)
+    at_threshold(model, x, step=0, noise=noise)[0].backward()
+    assert float(at_threshold.last_grad_norm) == norm and int(at_threshold.skipped_updates) == 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_iwae_is_the_k_sample_bound_and_chunking_changes_nothing():
     model = _tiny_vae()
     x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.5))

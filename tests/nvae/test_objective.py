@@ -233,6 +233,87 @@ def test_objective_loss_association_and_metrics():
     torch.testing.assert_close(plain, torch.mean(out.recon + balanced))
 
 
+def test_the_objective_reports_every_metric_by_its_definition():
+    """During the warm-up (balancing on, the regularisation weight annealed geometrically from its initial value), the
+    loss and each metric from the formulas: kl_coeff, gamma from the batch's |KL| per group over alpha (4^s / groups
+    at scale s), lambda = exp((1 - c) log lambda_0 + c log lambda), the regularisers by themselves."""
+    torch.manual_seed(0)
+    model = vaezoo.create("test-nvae")
+    objective = NVAEObjective(total_steps=1000, regularization_weight=0.05, regularization_weight_init=0.5)
+    x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.5))
+    noise = [torch.randn(s) for s in model.latent_shapes(3)]
+    torch.manual_seed(1)
+    loss, metrics = objective(model, x, step=20, noise=noise)
+    out = model(x, noise=noise)
+    torch.manual_seed(1)
+    spectral, bn = SpectralRegularizer()(model), BatchNormScaleRegularizer()(model)
+
+    c = max(min((20 - 1e-4 * 1000) / (0.3 * 1000), 1.0), 1e-4)
+    assert model.group_scales == (0, 1, 1)
+    alpha = torch.tensor([1.0, 4.0 / 2, 4.0 / 2])
+    kl = out.kl.detach()  # [G, B]
+    magnitude = kl.abs().mean(1) + 0.01
+    gamma = magnitude / alpha * magnitude.sum()
+    gamma = gamma / gamma.mean()
+    balanced = c * (kl * gamma[:, None]).sum(0)
+    weight = math.exp((1 - c) * math.log(0.5) + c * math.log(0.05))
+    nelbo_balanced = (out.recon + balanced).mean()
+    expected = {
+        "recon": out.recon.mean(), "kl": kl.sum(0).mean(), "nelbo": (out.recon + kl.sum(0)).mean(), "kl_coeffs": gamma,
+        "kl_vals": kl.mean(1), "balanced_kl": balanced.mean(), "nelbo_balanced": nelbo_balanced,
+        "reg/SpectralRegularizer": spectral, "reg/BatchNormScaleRegularizer": bn,
+        "loss": nelbo_balanced + weight * (spectral + bn),
+    }  # fmt: skip
+    assert set(metrics) == {*expected, "kl_coeff", "regularization_weight"}
+    for name, value in expected.items():
+        torch.testing.assert_close(metrics[name], value.detach(), rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(loss, expected["loss"], rtol=1e-5, atol=1e-6)
+    assert metrics["kl_coeff"] == pytest.approx(c) and metrics["regularization_weight"] == pytest.approx(weight)
+    torch.testing.assert_close(nelbo(out), out.recon + out.kl.sum(0))  # per example
+
+    # without balancing the warm-up scales the plain sum of the groups' KL
+    plain = NVAEObjective(total_steps=1000, regularizers=[], kl_balance=False)
+    loss, metrics = plain(model, x, step=20, noise=noise)
+    torch.testing.assert_close(loss, (out.recon + c * out.kl.sum(0)).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics["kl_coeffs"], torch.ones(3))
+
+
+def test_the_balancing_weights_follow_each_layout_and_scheme():
+    objective = NVAEObjective(total_steps=10)
+    torch.testing.assert_close(objective.balancing_alpha([0, 1, 1], torch.device("cpu")), torch.tensor([1.0, 2.0, 2.0]))
+    # another layout (another model) gets its own weights, not the first one's
+    square = objective.balancing_alpha([0, 0, 1, 2], torch.device("cpu"))
+    torch.testing.assert_close(square, torch.tensor([1.0, 1.0, 8.0, 32.0]))  # 4^s / n_s: 1/2, 1/2, 4, 16 over 1/2
+    linear = NVAEObjective(kl_balance_scheme="linear").balancing_alpha([0, 0, 1, 2], torch.device("cpu"))
+    torch.testing.assert_close(linear, torch.tensor([1.0, 1.0, 2.0, 4.0]))
+
+
+def test_objective_settings_and_their_errors():
+    """The paper's defaults, and each wrong setting refused in one line naming it."""
+    defaults = NVAEObjective()
+    assert (defaults.kl_anneal_portion, defaults.kl_const_portion, defaults.kl_const_coeff) == (0.3, 1e-4, 1e-4)
+    assert (defaults.kl_balance, defaults.kl_balance_scheme, defaults.regularization_weight) == (True, "square", 1e-2)
+    assert defaults.regularization_weight_init is None and defaults.regularization_coefficient(0.3) == 1e-2
+    choices = "choose from equal, linear, sqrt, square"
+    with pytest.raises(ValueError) as info:
+        NVAEObjective(kl_balance_scheme="cube")
+    assert str(info.value) == f"unknown kl_balance_scheme 'cube'; {choices}"
+    with pytest.raises(ValueError) as info:
+        kl_balance_alpha([0, 1], "cube")
+    assert str(info.value) == f"unknown KL balancing scheme 'cube'; {choices}"
+    for init, weight in [(0.0, 0.1), (-1.0, 0.1), (1.0, 0.0), (1.0, -0.1)]:
+        with pytest.raises(ValueError) as info:
+            NVAEObjective(regularization_weight_init=init, regularization_weight=weight)
+        assert str(info.value) == "annealing the regularisation weight needs positive regularization_weight(_init)"
+    with pytest.raises(ValueError) as info:
+        NVAEObjective().kl_coefficient(1)
+    assert str(info.value).startswith("NVAEObjective needs the run length: call set_total_steps(T)")
+    annealed = NVAEObjective(regularization_weight=0.01, regularization_weight_init=0.5)
+    assert annealed.regularization_coefficient(0.25) == pytest.approx(
+        math.exp(0.75 * math.log(0.5) + 0.25 * math.log(0.01))
+    )
+
+
 def test_importance_weighted_bound_and_bn_readjustment():
     torch.manual_seed(0)
     model = vaezoo.create("test-nvae").eval()
