@@ -212,3 +212,23 @@ def test_registration_refuses_a_class_that_does_not_implement_its_kind():
         registry.register("posterior", WidePrior, plugin="p")
     registry.register("prior", WidePrior, plugin="p")  # a complete one registers
     assert registry.names("prior") == ["WidePrior"]
+
+
+def test_a_plugin_registered_in_code_and_removed_leaves_no_failure_behind():
+    """A plugin whose hooks raise is listed as failed while it is registered; unregistered, it is neither loaded nor
+    failed, and a sound plugin registered later under the same name loads."""
+
+    class _Failing:
+        @hookimpl
+        def register_components(self, register):
+            raise RuntimeError("broken wheel")
+
+    with plugins.plugin(_Failing(), name="flaky"):
+        vaezoo.get_registry()
+        assert [i.error for i in plugins.plugin_infos(failed=True) if i.name == "flaky"] == [
+            "RuntimeError: broken wheel"
+        ]
+    assert all(i.name != "flaky" for i in plugins.plugin_infos(failed=True))
+    with plugins.plugin(_WidePriorPlugin(), name="flaky"):
+        assert vaezoo.get_registry().get("prior", "WidePrior").plugin == "flaky"
+        assert all(i.error is None for i in plugins.plugin_infos(failed=True) if i.name == "flaky")

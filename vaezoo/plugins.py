@@ -207,6 +207,7 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     if registered is None:
         raise ValueError(f"plugin {name!r} is blocked")
     _infos[registered] = PluginInfo(registered, None, None, False)
+    _failed.pop(registered, None)  # a new registration under a name is judged afresh when the registry is built
     invalidate()
     return registered
 
@@ -215,6 +216,7 @@ def unregister_plugin(name: str) -> None:
     pm = get_plugin_manager()
     pm.unregister(name=name)
     _infos.pop(name, None)
+    _failed.pop(name, None)  # a plugin that is gone is neither loaded nor failed
     invalidate()
 
 
