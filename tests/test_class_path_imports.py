@@ -49,7 +49,7 @@ def _never_imported(marker) -> None:
 
 def _recipe_with_canary(path, section: str = "prior"):
     recipe = yaml.safe_load(RECIPE.read_text())
-    recipe["model"]["init_args"][section] = {"class_path": PAYLOAD}
+    recipe["model"].setdefault("init_args", {})[section] = {"class_path": PAYLOAD}  # over the preset the recipe names
     path.write_text(yaml.safe_dump(recipe))
     return path
 

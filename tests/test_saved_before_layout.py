@@ -40,11 +40,13 @@ def test_recipe_with_class_paths_from_before_the_move_still_parses(tmp_path, cap
     from vaezoo.cli import main
     from vaezoo.components import PREVIOUS_CLASS_PATHS
 
-    recipe = (Path(__file__).resolve().parents[1] / "recipes" / "nvae_mnist_small.yaml").read_text()
-    old = recipe
+    # the recipe as a run's config.yaml spells it (its preset expanded, full class paths), with the earlier paths
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "nvae_mnist_small.yaml"
+    assert main(["fit", str(recipe), "--print_config"]) == 0
+    old = capsys.readouterr().out
+    registry = vaezoo.get_registry()
     for name, previous in PREVIOUS_CLASS_PATHS.items():
-        old = old.replace(f"class_path: {name}\n", f"class_path: {previous[0]}\n")
-        old = old.replace(f"class_path: {name}}}", f"class_path: {previous[0]}}}")
+        old = old.replace(f"class_path: {registry.find_class(name).class_path}\n", f"class_path: {previous[0]}\n")
     assert old.count("vaezoo_nvae.cells.") >= 3 and "vaezoo.likelihoods.BernoulliLikelihood" in old
     path = tmp_path / "old_recipe.yaml"
     path.write_text(old)
