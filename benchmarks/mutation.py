@@ -59,6 +59,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "vaezoo/training/optimizers.py": ["tests/test_trainer_replay.py", "tests/test_training.py"],
     "vaezoo/training/schedules.py": [
+        "tests/test_training.py::test_learning_rate_values_by_the_formula",
         "tests/test_training.py::test_lr_schedule_warms_up_then_ends_at_lr_min",
         "tests/test_training.py::test_epochs_are_converted_to_steps_of_the_global_batch",
         "tests/test_trainer_replay.py",

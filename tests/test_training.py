@@ -142,6 +142,43 @@ def test_lr_schedule_warms_up_then_ends_at_lr_min(schedule):
         assert len({trainer.lr_at(s) for s in range(20, 30)}) == 1  # constant within an epoch
 
 
+def _cosine(lr, lr_min, progress):
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def test_learning_rate_values_by_the_formula():
+    """Every value, not only the ends: linear warm-up ``lr t / w``; then per step ``progress = (t - w) / (T - 1 - w)``
+    (at least one step of span), per epoch of E steps ``(t // E - w // E) / ((T - 1) // E - w // E)``; progress held
+    at 1 past the last step; defaults: no warm-up, per step."""
+    from vaezoo.training.schedules import learning_rate
+
+    lr, low = 2.0, 0.1
+    # defaults: no warm-up, per step (one step per epoch for the per-epoch schedule)
+    for t in (0, 3, 5, 10, 14):
+        expected = _cosine(lr, low, min(1.0, t / 10))
+        assert learning_rate(t, lr=lr, lr_min=low, max_steps=11) == pytest.approx(expected, rel=1e-12)
+        by_epoch = learning_rate(t, lr=lr, lr_min=low, max_steps=11, schedule="cosine_epoch")
+        assert by_epoch == pytest.approx(expected, rel=1e-12)
+    for t in range(4):
+        assert learning_rate(t, lr=lr, lr_min=low, max_steps=20, warmup_steps=4) == pytest.approx(lr * t / 4)
+    for t in (4, 9, 13, 19, 25):
+        expected = _cosine(lr, low, min(1.0, (t - 4) / 15))
+        assert learning_rate(t, lr=lr, lr_min=low, max_steps=20, warmup_steps=4) == pytest.approx(expected)
+    # a two-step run: the second step is the last, at lr_min
+    assert learning_rate(1, lr=lr, lr_min=low, max_steps=2) == pytest.approx(low)
+    # per epoch of 2 steps, a warm-up of 3 steps (epoch 1), 21 steps (last epoch 10): 9 epochs of decay
+    for t in (3, 4, 10, 11, 19, 20, 30):
+        expected = _cosine(lr, low, min(1.0, (t // 2 - 1) / 9))
+        value = learning_rate(
+            t, lr=lr, lr_min=low, max_steps=21, warmup_steps=3, schedule="cosine_epoch", steps_per_epoch=2
+        )
+        assert value == pytest.approx(expected), t
+    # per epoch, a run of one and a half epochs: the second epoch is the last
+    value = learning_rate(2, lr=lr, lr_min=low, max_steps=3, schedule="cosine_epoch", steps_per_epoch=2)
+    assert value == pytest.approx(low)
+    assert learning_rate(7, lr=lr, lr_min=low, max_steps=20, warmup_steps=4, schedule="constant") == lr
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     from vaezoo.training import checkpoint as ckpt_module
     from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
