@@ -100,6 +100,39 @@ def test_resume_after_a_rollback_keeps_the_reduced_learning_rate(tmp_path):
     assert resumed["optimizer"]["param_groups"] == full["optimizer"]["param_groups"]
 
 
+def test_a_checkpoint_of_another_world_size_or_an_older_layout_resumes(tmp_path):
+    """A checkpoint written by two processes resumes on one with fresh random streams (each rank's saved stream belongs
+    to a process that is gone): the same streams on every resume from it, not the first rank's. A checkpoint written
+    before it recorded rollbacks and the learning-rate factor resumes with none (0, 1.0); one with an EMA resumes in a
+    trainer without one."""
+    import shutil
+
+    from vaezoo.training.checkpoint import checkpoint_path, load_checkpoint
+
+    model, data = _setup()
+    _trainer(max_steps=2).fit(model, ELBO(), data, tmp_path / "saved")
+    path = checkpoint_path(tmp_path / "saved" / "checkpoints", 2)
+    state = load_checkpoint(path)
+    rank0_torch, rank0_data = state["rng"]["torch"][0], state["rng"]["data"][0]
+    state["rng"] = {"torch": [rank0_torch, torch.get_rng_state()], "data": [rank0_data, rank0_data], "world_size": 2}
+    del state["rollbacks"], state["lr_scale"]
+    state["ema"] = {"decoder.0.weight": torch.zeros(1)}
+    torch.save(state, path)
+
+    def resume(name):
+        shutil.copytree(tmp_path / "saved", tmp_path / name)
+        model, data = _setup()
+        trainer = _trainer(max_steps=2)
+        trainer.fit(model, ELBO(), data, tmp_path / name, resume=True)  # nothing left to train: restores, then ends
+        return trainer, torch.get_rng_state(), trainer.data_generator.get_state()
+
+    first, torch_state, data_state = resume("a")
+    assert (first.state["rollbacks"], first.state["lr_scale"], first.state["step"]) == (0, 1.0, 2)
+    _, again_torch, again_data = resume("b")
+    assert torch.equal(torch_state, again_torch) and torch.equal(data_state, again_data)
+    assert not torch.equal(data_state, rank0_data)
+
+
 def test_persistent_divergence_stops_with_a_clear_message(tmp_path):
     model, data = _setup()
     trainer = _trainer(max_steps=50, max_consecutive_bad_steps=3, max_rollbacks=2)
