@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
 import pytest
 import torch
+from rich.console import Console
 from vaezoo_datasets import BundledMNIST
 
 import vaezoo
@@ -229,14 +231,20 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt_module.torch, "save", flaky_save)
     model, data = _setup()
-    with pytest.raises(CheckpointWriteFailed, match="No space left on device; last complete checkpoint: step 2"):
-        _trainer(max_steps=5).fit(model, FaultyELBO(), data, tmp_path)
+    shown = io.StringIO()
+    with pytest.raises(CheckpointWriteFailed) as info:
+        _trainer(max_steps=5).fit(model, FaultyELBO(), data, tmp_path, console=Console(file=shown, width=300))
+    final = "could not write checkpoint step_00000005.pt: No space left on device; last complete checkpoint: step 2"
+    assert str(info.value) == final
     monkeypatch.setattr(ckpt_module.torch, "save", real_save)
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [2]
     assert load_checkpoint(tmp_path / "checkpoints" / "step_00000002.pt")["step"] == 2
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files left
     failures = [r for r in _records(tmp_path) if r.get("event") == "checkpoint_failed"]
     assert [f["step"] for f in failures] == [4, 5]
+    first = final.replace("step_00000005", "step_00000004")
+    assert [f["error"] for f in failures] == [first, final]
+    assert shown.getvalue().splitlines() == [f"warning: {first}", f"warning: {final}"]  # said as it happens too
 
 
 def test_epochs_are_converted_to_steps_of_the_global_batch():
