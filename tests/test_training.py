@@ -247,6 +247,23 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     assert shown.getvalue().splitlines() == [f"warning: {first}", f"warning: {final}"]  # said as it happens too
 
 
+def test_a_failed_first_checkpoint_write_says_there_is_none(tmp_path, monkeypatch):
+    from vaezoo.training import checkpoint as ckpt_module
+    from vaezoo.training.trainer import CheckpointWriteFailed
+
+    def full_disk(obj, handle, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", full_disk)
+    model, data = _setup()
+    with pytest.raises(CheckpointWriteFailed) as info:
+        _trainer(max_steps=1, checkpoint_every=0).fit(model, FaultyELBO(), data, tmp_path)
+    assert str(info.value) == (
+        "could not write checkpoint step_00000001.pt: No space left on device; last complete checkpoint: none"
+    )
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
 def test_epochs_are_converted_to_steps_of_the_global_batch():
     model, data = _setup()
     trainer = _trainer(max_epochs=2, warmup_epochs=0.5, accumulate_grad_batches=3)
