@@ -49,7 +49,7 @@ def _never_imported(marker) -> None:
 
 def _recipe_with_canary(path, section: str = "prior"):
     recipe = yaml.safe_load(RECIPE.read_text())
-    recipe["model"].setdefault("init_args", {})[section] = {"class_path": PAYLOAD}
+    recipe["model"].setdefault("init_args", {})[section] = {"class_path": PAYLOAD}  # over the preset the recipe names
     path.write_text(yaml.safe_dump(recipe))
     return path
 
@@ -154,3 +154,30 @@ def test_the_allow_list_alone_refuses_before_importing(canary):
     registered = vaezoo.get_registry().find_class("StandardNormalPrior").class_path
     assert parser.parse_object({"prior": {"class_path": registered}}).prior.class_path == registered
     _never_imported(canary)
+
+
+@pytest.mark.parametrize(
+    "spec, kind, message",
+    [
+        ({"class_path": "ConvVAE", "init_args": {"prior": {"class_path": "NoSuch"}}}, "model",
+         "model.prior: unknown component 'NoSuch' (choices: "),
+        ({"class_path": "ConvVAE", "dict_kwargs": {"prior": {"class_path": "ConvVA"}}}, "model",
+         "model.prior: unknown component 'ConvVA'; did you mean ConvVAE? (choices: "),
+        ({"class_path": "NVAEObjective", "init_args": {"regularizers": [{"class_path": "SpectralRegularizer"},
+                                                                       {"class_path": "Nope"}]}}, "objective",
+         "objective.regularizers[1]: unknown component 'Nope' (choices: "),
+        ({"class_path": 3}, "model", "model.class_path must be a string, got int"),
+        ({"init_args": {"latent_dim": 2}}, "model", "model spec must be a mapping with a class_path, got dict"),
+        ("ConvVAE", "model", "model spec must be a mapping with a class_path, got str"),
+        ({"class_path": "ConvVAE", "init_args": {"latent_dim": "many"}}, "model",
+         "model: Parser key \"model\":; Parser key \"latent_dim\":; Expected a <class 'int'>. Got value: many"),
+    ],
+    ids=["nested", "dict_kwargs-close-match", "list-item", "not-a-string", "no-class-path", "not-a-mapping", "bad-value"],
+)  # fmt: skip
+def test_a_spec_that_cannot_be_built_is_one_line_naming_its_key(spec, kind, message):
+    """:func:`vaezoo.build` names where in the spec the problem is (``init_args`` and ``dict_kwargs`` are not part of
+    the path, list items are indexed), and raises a ConfigError, never exits."""
+    with pytest.raises(ConfigError) as info:
+        vaezoo.build(spec, kind=kind)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text, text

@@ -194,6 +194,14 @@ def test_loading_is_strict_about_keys_and_shapes(tmp_path):
         vaezoo.load(f"local-dir:{folder}")
     assert "size mismatch for decoder.0.bias" in _one_line_error(info)
 
+    both = {k: v for k, v in tensors.items() if k != "decoder.0.bias"}
+    _rewrite_weights(folder, {**both, "decoder.9.extra": torch.zeros(2)})
+    with pytest.raises(CheckpointError) as info:
+        vaezoo.load(f"local-dir:{folder}")
+    assert _one_line_error(info).endswith(
+        "model.safetensors does not match config.json: missing keys: decoder.0.bias; unexpected keys: decoder.9.extra"
+    )
+
 
 # ---------------------------------------------------------------------------------------------
 # Broken folders: one clear line each, and exit status 2 from the CLI
@@ -601,7 +609,7 @@ def test_weights_of_other_shapes_are_counted_and_unreadable_weights_say_why(tmp_
     assert detail.endswith(")") and len(detail) > 10 and detail != "None)", message
 
 
-def test_the_card_says_where_a_model_was_loaded_from(tmp_path):
+def test_the_card_says_where_a_model_was_loaded_from(tmp_path, monkeypatch):
     folder = _model().save_pretrained(tmp_path / "tiny")
     card = load_folder(folder, "cpu", where="here").card
     assert (card.origin, card.location, card.name) == ("local-dir", str(folder), None)
@@ -609,6 +617,12 @@ def test_the_card_says_where_a_model_was_loaded_from(tmp_path):
     assert (card.origin, card.location, card.name) == ("store", "elsewhere", "tiny-vae")
     card = hub.from_pretrained(str(folder)).card
     assert (card.origin, card.location) == ("local-dir", str(folder.absolute()))
+    monkeypatch.chdir(tmp_path)  # a relative folder is recorded by its absolute path
+    assert hub.from_pretrained("tiny").card.location == str(folder.absolute())
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(CheckpointError) as info:
+        hub.from_pretrained("notes")
+    assert _one_line_error(info).startswith("notes: missing config.json")
     card = vaezoo.load(f"local-dir:{folder}").card
     assert (card.origin, card.location) == ("local-dir", str(folder.absolute()))
 

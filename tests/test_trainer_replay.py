@@ -65,6 +65,71 @@ def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups,
             torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-7, msg=(step, name))
 
 
+def test_each_step_trains_at_its_scheduled_learning_rate():
+    """The step sets every group's learning rate from the schedule before it updates: with a 2-step warm-up and a
+    cosine over the rest, lr_t is 0, lr / 2, lr, lr_min, each applied by the official Adamax rule."""
+    torch.manual_seed(0)
+    model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
+    trainer = Trainer(max_steps=4, lr=0.05, lr_min=0.001, warmup_steps=2, weight_decay=0.1, device="cpu")
+    trainer.prepare(model, ELBO(), data_batch_size=4, num_examples=8)
+    states = {name: {} for name, _ in model.named_parameters()}
+    x = torch.rand(4, *model.image_shape).round()
+    for step, lr in enumerate([0.0, 0.025, 0.05, 0.001]):
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        _, _, metrics, applied = trainer.train_step([x], step)
+        assert applied and metrics["lr"] == pytest.approx(lr)
+        for name, p in model.named_parameters():
+            expected = official_adamax(before[name], p.grad, states[name], lr=lr, betas=(0.9, 0.999), eps=1e-3,
+                                       weight_decay=0.1)  # fmt: skip
+            torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-7, msg=(step, name))
+
+
+class _DecoderOnlyAfterTheFirstStep(ELBO):
+    """The ELBO on step 0; then a loss of the decoder alone (the encoder gets no gradient)."""
+
+    def forward(self, model, x, step, noise=None):
+        if step == 0:
+            return super().forward(model, x, step, noise)
+        loss = model.decode([torch.ones(x.shape[0], 2)]).sum()
+        return loss, {}
+
+
+def test_a_parameter_without_a_gradient_in_a_step_stays_where_it_is():
+    """A parameter the step's loss does not reach has no gradient (not a zero one): the optimiser leaves it, moments
+    and weight decay included, while the others move."""
+    torch.manual_seed(0)
+    model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
+    trainer = Trainer(max_steps=2, lr=0.05, lr_schedule="constant", weight_decay=0.1, device="cpu")
+    trainer.prepare(model, _DecoderOnlyAfterTheFirstStep(), data_batch_size=4, num_examples=8)
+    x = torch.rand(4, *model.image_shape).round()
+    assert trainer.train_step([x], 0)[3]
+    after_first = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert trainer.train_step([x], 1)[3]
+    encoder = [n for n, p in model.named_parameters() if p.grad is None]
+    assert encoder and all(n.startswith("encoder") for n in encoder)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), after_first[name]) == (name in encoder), name
+
+
+def test_the_trainers_ema_warms_up_with_the_steps():
+    """A per-group EMA with warm-up, through the trainer's step: shadow_t = d_t shadow + (1 - d_t) weights_t with
+    d_t = min(decay, (1 + t) / (10 + t)), by hand from the weights after each step."""
+    torch.manual_seed(0)
+    model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
+    groups = [{"params": "*", "optimizer": "adam", "lr": 0.01, "ema_decay": 0.9, "ema_warmup": True}]
+    trainer = Trainer(max_steps=3, lr=0.01, lr_schedule="constant", device="cpu", param_groups=groups)
+    trainer.prepare(model, ELBO(), data_batch_size=4, num_examples=8)
+    shadow = {name: p.detach().clone().double() for name, p in model.named_parameters()}
+    x = torch.rand(4, *model.image_shape).round()
+    for step in range(3):
+        assert trainer.train_step([x], step)[3]
+        decay = min(0.9, (1 + step) / (10 + step))
+        for name, p in model.named_parameters():
+            shadow[name] = decay * shadow[name] + (1 - decay) * p.detach().double()
+    for name in shadow:
+        torch.testing.assert_close(trainer.ema.shadow[name].double(), shadow[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
 def _kl_coeffs(run_dir):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["kl_coeff"] for r in records if "kl_coeff" in r}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
 import pytest
 import torch
+from rich.console import Console
 from vaezoo_datasets import BundledMNIST
 
 import vaezoo
@@ -100,6 +102,39 @@ def test_resume_after_a_rollback_keeps_the_reduced_learning_rate(tmp_path):
     assert resumed["optimizer"]["param_groups"] == full["optimizer"]["param_groups"]
 
 
+def test_a_checkpoint_of_another_world_size_or_an_older_layout_resumes(tmp_path):
+    """A checkpoint written by two processes resumes on one with fresh random streams (each rank's saved stream belongs
+    to a process that is gone): the same streams on every resume from it, not the first rank's. A checkpoint written
+    before it recorded rollbacks and the learning-rate factor resumes with none (0, 1.0); one with an EMA resumes in a
+    trainer without one."""
+    import shutil
+
+    from vaezoo.training.checkpoint import checkpoint_path, load_checkpoint
+
+    model, data = _setup()
+    _trainer(max_steps=2).fit(model, ELBO(), data, tmp_path / "saved")
+    path = checkpoint_path(tmp_path / "saved" / "checkpoints", 2)
+    state = load_checkpoint(path)
+    rank0_torch, rank0_data = state["rng"]["torch"][0], state["rng"]["data"][0]
+    state["rng"] = {"torch": [rank0_torch, torch.get_rng_state()], "data": [rank0_data, rank0_data], "world_size": 2}
+    del state["rollbacks"], state["lr_scale"]
+    state["ema"] = {"decoder.0.weight": torch.zeros(1)}
+    torch.save(state, path)
+
+    def resume(name):
+        shutil.copytree(tmp_path / "saved", tmp_path / name)
+        model, data = _setup()
+        trainer = _trainer(max_steps=2)
+        trainer.fit(model, ELBO(), data, tmp_path / name, resume=True)  # nothing left to train: restores, then ends
+        return trainer, torch.get_rng_state(), trainer.data_generator.get_state()
+
+    first, torch_state, data_state = resume("a")
+    assert (first.state["rollbacks"], first.state["lr_scale"], first.state["step"]) == (0, 1.0, 2)
+    _, again_torch, again_data = resume("b")
+    assert torch.equal(torch_state, again_torch) and torch.equal(data_state, again_data)
+    assert not torch.equal(data_state, rank0_data)
+
+
 def test_persistent_divergence_stops_with_a_clear_message(tmp_path):
     model, data = _setup()
     trainer = _trainer(max_steps=50, max_consecutive_bad_steps=3, max_rollbacks=2)
@@ -142,6 +177,43 @@ def test_lr_schedule_warms_up_then_ends_at_lr_min(schedule):
         assert len({trainer.lr_at(s) for s in range(20, 30)}) == 1  # constant within an epoch
 
 
+def _cosine(lr, lr_min, progress):
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def test_learning_rate_values_by_the_formula():
+    """Every value, not only the ends: linear warm-up ``lr t / w``; then per step ``progress = (t - w) / (T - 1 - w)``
+    (at least one step of span), per epoch of E steps ``(t // E - w // E) / ((T - 1) // E - w // E)``; progress held
+    at 1 past the last step; defaults: no warm-up, per step."""
+    from vaezoo.training.schedules import learning_rate
+
+    lr, low = 2.0, 0.1
+    # defaults: no warm-up, per step (one step per epoch for the per-epoch schedule)
+    for t in (0, 3, 5, 10, 14):
+        expected = _cosine(lr, low, min(1.0, t / 10))
+        assert learning_rate(t, lr=lr, lr_min=low, max_steps=11) == pytest.approx(expected, rel=1e-12)
+        by_epoch = learning_rate(t, lr=lr, lr_min=low, max_steps=11, schedule="cosine_epoch")
+        assert by_epoch == pytest.approx(expected, rel=1e-12)
+    for t in range(4):
+        assert learning_rate(t, lr=lr, lr_min=low, max_steps=20, warmup_steps=4) == pytest.approx(lr * t / 4)
+    for t in (4, 9, 13, 19, 25):
+        expected = _cosine(lr, low, min(1.0, (t - 4) / 15))
+        assert learning_rate(t, lr=lr, lr_min=low, max_steps=20, warmup_steps=4) == pytest.approx(expected)
+    # a two-step run: the second step is the last, at lr_min
+    assert learning_rate(1, lr=lr, lr_min=low, max_steps=2) == pytest.approx(low)
+    # per epoch of 2 steps, a warm-up of 3 steps (epoch 1), 21 steps (last epoch 10): 9 epochs of decay
+    for t in (3, 4, 10, 11, 19, 20, 30):
+        expected = _cosine(lr, low, min(1.0, (t // 2 - 1) / 9))
+        value = learning_rate(
+            t, lr=lr, lr_min=low, max_steps=21, warmup_steps=3, schedule="cosine_epoch", steps_per_epoch=2
+        )
+        assert value == pytest.approx(expected), t
+    # per epoch, a run of one and a half epochs: the second epoch is the last
+    value = learning_rate(2, lr=lr, lr_min=low, max_steps=3, schedule="cosine_epoch", steps_per_epoch=2)
+    assert value == pytest.approx(low)
+    assert learning_rate(7, lr=lr, lr_min=low, max_steps=20, warmup_steps=4, schedule="constant") == lr
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     from vaezoo.training import checkpoint as ckpt_module
     from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
@@ -159,14 +231,37 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt_module.torch, "save", flaky_save)
     model, data = _setup()
-    with pytest.raises(CheckpointWriteFailed, match="No space left on device; last complete checkpoint: step 2"):
-        _trainer(max_steps=5).fit(model, FaultyELBO(), data, tmp_path)
+    shown = io.StringIO()
+    with pytest.raises(CheckpointWriteFailed) as info:
+        _trainer(max_steps=5).fit(model, FaultyELBO(), data, tmp_path, console=Console(file=shown, width=300))
+    final = "could not write checkpoint step_00000005.pt: No space left on device; last complete checkpoint: step 2"
+    assert str(info.value) == final
     monkeypatch.setattr(ckpt_module.torch, "save", real_save)
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [2]
     assert load_checkpoint(tmp_path / "checkpoints" / "step_00000002.pt")["step"] == 2
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files left
     failures = [r for r in _records(tmp_path) if r.get("event") == "checkpoint_failed"]
     assert [f["step"] for f in failures] == [4, 5]
+    first = final.replace("step_00000005", "step_00000004")
+    assert [f["error"] for f in failures] == [first, final]
+    assert shown.getvalue().splitlines() == [f"warning: {first}", f"warning: {final}"]  # said as it happens too
+
+
+def test_a_failed_first_checkpoint_write_says_there_is_none(tmp_path, monkeypatch):
+    from vaezoo.training import checkpoint as ckpt_module
+    from vaezoo.training.trainer import CheckpointWriteFailed
+
+    def full_disk(obj, handle, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", full_disk)
+    model, data = _setup()
+    with pytest.raises(CheckpointWriteFailed) as info:
+        _trainer(max_steps=1, checkpoint_every=0).fit(model, FaultyELBO(), data, tmp_path)
+    assert str(info.value) == (
+        "could not write checkpoint step_00000001.pt: No space left on device; last complete checkpoint: none"
+    )
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
 
 
 def test_epochs_are_converted_to_steps_of_the_global_batch():

@@ -121,9 +121,11 @@ def test_accumulated_micro_batches_match_one_large_batch(k):
     one_batch = _trainer()
     one_batch.prepare(twin, FixedNoiseELBO(noise), k * b, 64)
 
+    by_hand = FixedNoiseELBO(noise)(copy.deepcopy(twin), x, 0)[0].detach()  # the batch's loss before the step
     loss_a, norm_a, _, applied_a = accumulated.train_step(list(x.split(b)), 0)
     loss_b, norm_b, _, applied_b = one_batch.train_step([x], 0)
     assert applied_a and applied_b
+    torch.testing.assert_close(loss_b, by_hand, rtol=1e-6, atol=1e-5)  # the step reports its loss
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(norm_a, norm_b, rtol=1e-5, atol=1e-6)
     grads_a, grads_b = _grads(model), _grads(twin)

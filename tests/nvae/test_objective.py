@@ -240,8 +240,8 @@ def test_the_objective_reports_every_metric_by_its_definition():
     torch.manual_seed(0)
     model = vaezoo.create("test-nvae")
     objective = NVAEObjective(total_steps=1000, regularization_weight=0.05, regularization_weight_init=0.5)
-    x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.5))
-    noise = [torch.randn(s) for s in model.latent_shapes(3)]
+    x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.5))  # 4 examples, 3 groups: a sum over the wrong axis shows
+    noise = [torch.randn(s) for s in model.latent_shapes(4)]
     torch.manual_seed(1)
     loss, metrics = objective(model, x, step=20, noise=noise)
     out = model(x, noise=noise)
