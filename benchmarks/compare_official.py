@@ -231,18 +231,20 @@ def vaezoo_worker(a) -> dict:
     from vaezoo.evaluation.metrics import iw_log_likelihood
     from vaezoo.hardware import bf16_warning
     from vaezoo.training import Trainer
+    from vaezoo.training.settings import merge_settings, place_in_groups
 
     recipe: dict = {}
     for path in RECIPES[a.row]:
         for key, value in yaml.safe_load(Path(path).read_text()).items():
-            recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) and key == "trainer" else value
+            recipe[key] = merge_settings(recipe.get(key, {}), value) if key == "trainer" else value
     torch.manual_seed(0)
     model = vaezoo.build(recipe["model"])
     objective = vaezoo.build(recipe["objective"], kind="objective")
     levers = {"precision": "fp32", **VARIANTS[a.variant]}
-    trainer_args = {**recipe.get("trainer", {}), **levers, "progress": False, "tensorboard": False, "device": "cpu"}
-    for key in ("max_epochs", "warmup_epochs"):  # the step count plays no part in a step's time
-        trainer_args.pop(key, None)
+    extra = place_in_groups({**levers, "progress": False, "tensorboard": False, "device": "cpu"})
+    trainer_args = merge_settings(recipe.get("trainer", {}), extra)
+    trainer_args.pop("max_epochs", None)  # the step count plays no part in a step's time
+    trainer_args.get("schedule", {}).pop("warmup_epochs", None)
     trainer = Trainer(**trainer_args)
     parameters = sum(p.numel() for p in model.parameters())
     if a.phase == "train":

@@ -86,10 +86,12 @@ def _build(recipe: dict):
 
 def _trainer(recipe: dict, device, **levers):
     from vaezoo.training import Trainer
+    from vaezoo.training.settings import merge_settings, place_in_groups
 
-    args = {**recipe.get("trainer", {}), **levers, "progress": False, "tensorboard": False, "device": str(device)}
-    for key in ("max_epochs", "warmup_epochs"):
-        args.pop(key, None)
+    extra = place_in_groups({**levers, "progress": False, "tensorboard": False, "device": str(device)})
+    args = merge_settings(recipe.get("trainer", {}), extra)
+    args.pop("max_epochs", None)
+    args.get("schedule", {}).pop("warmup_epochs", None)
     return Trainer(**args)
 
 

@@ -114,18 +114,12 @@ def _build(cfg: dict, seed: int):
 
 
 def _trainer_args(cfg: dict, steps: int) -> dict:
-    args = dict(cfg["trainer"])
-    args.update(
-        max_steps=steps,
-        warmup_steps=min(int(args.get("warmup_steps") or 0), int(0.05 * steps)),
-        checkpoint_every=0,
-        sample_every=0,
-        progress=False,
-        tensorboard=False,
-        eval_k=0,
-        device="cpu",
-    )
-    return args
+    from vaezoo.training.settings import merge_settings, place_in_groups
+
+    warmup = int((cfg["trainer"].get("schedule") or {}).get("warmup_steps") or 0)
+    overrides = dict(max_steps=steps, warmup_steps=min(warmup, int(0.05 * steps)), checkpoint_every=0, sample_every=0,
+                     progress=False, tensorboard=False, eval_k=0, device="cpu")  # fmt: skip
+    return merge_settings(cfg["trainer"], place_in_groups(overrides))
 
 
 def seconds_per_step(cfg: dict, seed: int, measured_steps: int = 5, warmup: int = 2) -> float:

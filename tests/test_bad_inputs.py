@@ -88,8 +88,8 @@ class _Exploit:
 def trained_run(tmp_path):
     run_dir = tmp_path / "run"
     args = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-            "--data.init_args.batch_size", "50", "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.max_steps", "2",
-            "--trainer.tensorboard", "false", "--run_dir", str(run_dir)]  # fmt: skip
+            "--data.init_args.batch_size", "50", "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0", "--trainer.max_steps", "2",
+            "--trainer.logging.tensorboard", "false", "--run_dir", str(run_dir)]  # fmt: skip
     assert main(["fit", str(REPO_ROOT / "recipes" / "vae_mnist.yaml"), *args]) == 0
     return run_dir, args
 

@@ -22,7 +22,7 @@ TINY = [
 def test_benchmark_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["benchmark", RECIPE, *TINY, "--bench.batch_size", "4", "--bench.repeats", "3", "--bench.warmup", "1",
-            "--bench.k", "3", "--bench.isolate", "false", "--trainer.channels_last", "true", "--bench.out", str(out)]  # fmt: skip
+            "--bench.k", "3", "--bench.isolate", "false", "--trainer.speed.channels_last", "true", "--bench.out", str(out)]  # fmt: skip
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["levers"]["channels_last"] is True and report["model_parameters"] > 0

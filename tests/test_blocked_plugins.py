@@ -17,6 +17,7 @@ import yaml
 import vaezoo
 from vaezoo import plugins
 from vaezoo.config import expand_recipe_presets, resolve_class_paths
+from vaezoo.interfaces import INTERFACES
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted([*REPO.glob("recipes/**/*.yaml"), *REPO.glob("benchmarks/recipes/*.yaml")])
@@ -38,16 +39,23 @@ def _recipe_sections(path: Path) -> dict:
     return {k: recipe[k] for k in ("model", "objective", "data") if k in recipe}
 
 
-def _owners(path: Path) -> set[str]:
-    """The plugins a recipe needs: those of its class paths and of the preset its model names."""
+def _owners(path: Path) -> dict[str, set[str]]:
+    """The plugins each section of a recipe needs: those of its class paths and of the preset its model names."""
     registry = vaezoo.get_registry()
-    sections = _recipe_sections(path)
-    owners = {registry.find_class(p).plugin for p in _class_paths(sections)}
-    preset = sections.get("model", {}).get("preset") if isinstance(sections.get("model"), dict) else None
-    if preset is not None:
-        owners.add(registry.get("preset", preset).plugin)
-        owners |= {registry.find_class(p).plugin for p in _class_paths(expand_recipe_presets(sections, registry))}
+    owners = {}
+    for section, spec in _recipe_sections(path).items():
+        found = {registry.find_class(p).plugin for p in _class_paths(spec)}
+        preset = spec.get("preset") if section == "model" and isinstance(spec, dict) else None
+        if preset is not None:
+            found.add(registry.get("preset", preset).plugin)
+            expanded = expand_recipe_presets({section: spec}, registry)
+            found |= {registry.find_class(p).plugin for p in _class_paths(expanded)}
+        owners[section] = found
     return owners
+
+
+def _all_owners(owners: dict[str, set[str]]) -> set[str]:
+    return set().union(*owners.values()) if owners else set()
 
 
 @pytest.fixture
@@ -75,10 +83,14 @@ def test_the_plugins_and_recipes_are_all_seen(everything):
     presets, recipes = everything
     assert {i.name for i in plugins.plugin_infos() if i.builtin} == {"core", *BUILTIN_PLUGINS}
     assert set(presets.values()) >= {"baselines", "nvae", "iaf", "ladder", "vdvae"}
-    assert len(recipes) >= 20 and sum(1 for owners in recipes.values() if owners) >= 15  # overlays may name none
+    assert len(recipes) >= 20 and sum(1 for owners in recipes.values() if _all_owners(owners)) >= 15
     # a recipe that names its preset is owned by the preset's plugin (and by those of the components it names)
-    assert {"nvae", "lsgm"} <= recipes[REPO / "recipes" / "lsgm_mnist_small.yaml"]
-    assert "nvae" in recipes[REPO / "recipes" / "nvae_mnist_small.yaml"]
+    assert {"nvae", "lsgm"} <= recipes[REPO / "recipes" / "lsgm_mnist_small.yaml"]["model"]
+    assert recipes[REPO / "recipes" / "nvae_mnist_small.yaml"] == {
+        "model": {"core", "nvae", "baselines"},
+        "objective": {"nvae"},
+        "data": {"datasets"},
+    }
 
 
 @pytest.mark.parametrize("plugin", BUILTIN_PLUGINS)
@@ -94,15 +106,22 @@ def test_blocking_a_plugin_leaves_the_rest_buildable(plugin, everything, blocked
         with torch.device("meta"):
             model = vaezoo.create(name)
         assert sum(p.numel() for p in model.parameters()) > 0, name
+    # each recipe section that names none of its components still resolves (blocking the data sets leaves every
+    # recipe's model and objective to check)
     resolved = 0
     for path, owners in recipes.items():
-        if plugin in owners:
-            continue
-        sections = expand_recipe_presets(_recipe_sections(path), registry)  # an unknown preset: ConfigError
+        sections = {s: spec for s, spec in _recipe_sections(path).items() if plugin not in owners[s]}
+        sections = expand_recipe_presets(sections, registry)  # an unknown preset: ConfigError
         for section, spec in sections.items():
             resolve_class_paths(spec, registry, section)  # ConfigError naming the key if a class is missing
-        resolved += 1
-    assert resolved, f"blocking {plugin} left no recipe to check"
+            resolved += 1
+    assert resolved >= 20, f"blocking {plugin} left {resolved} recipe sections to check"
+    # every remaining component's contract example builds: none reaches for a component of the blocked plugin
+    for kind in INTERFACES:
+        for entry in registry.entries(kind):
+            with torch.device("meta"):
+                built = entry.target.example().build()
+            assert isinstance(built, entry.target), entry.name
     # the published weights that remain name a preset and a converter that remain
     for entry in registry.entries("pretrained"):
         for kind in ("preset", "converter"):

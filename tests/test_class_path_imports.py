@@ -24,7 +24,7 @@ RECIPE = REPO_ROOT / "recipes" / "vae_mnist.yaml"
 CANARY = "vaezoo_canary_never_imported"
 PAYLOAD = f"{CANARY}.Payload"
 TINY = ["--model.init_args.latent_dim", "2", "--model.init_args.hidden_channels", "2",
-        "--model.init_args.hidden_units", "8", "--trainer.max_steps", "1", "--trainer.progress", "false"]  # fmt: skip
+        "--model.init_args.hidden_units", "8", "--trainer.max_steps", "1", "--trainer.logging.progress", "false"]  # fmt: skip
 
 
 @pytest.fixture

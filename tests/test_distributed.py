@@ -76,8 +76,8 @@ def test_global_batch_norm_and_gradients_match_one_process(tmp_path):
 
 def _fit(args, run_dir, nproc=None):
     common = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-              "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.max_steps", "12", "--trainer.log_every", "1",
-              "--trainer.checkpoint_every", "6", "--trainer.keep_last", "5", "--trainer.tensorboard", "false", "--trainer.lr", "1e-2", "--trainer.warmup_steps", "0"]  # fmt: skip
+              "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0", "--trainer.max_steps", "12", "--trainer.logging.log_every", "1",
+              "--trainer.checkpoints.every", "6", "--trainer.checkpoints.keep_last", "5", "--trainer.logging.tensorboard", "false", "--trainer.optimizer.lr", "1e-2", "--trainer.schedule.warmup_steps", "0"]  # fmt: skip
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         if nproc

@@ -18,7 +18,7 @@ from vaezoo.evaluation.metrics import iw_log_likelihood
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
 TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-        "--data.init_args.batch_size", "50", "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.tensorboard", "false"]  # fmt: skip
+        "--data.init_args.batch_size", "50", "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0", "--trainer.logging.tensorboard", "false"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

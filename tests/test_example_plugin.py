@@ -44,7 +44,7 @@ def test_trains_from_its_recipe_and_is_one_line_when_blocked(plugin_site, tmp_pa
     run = tmp_path / "run"
     fit = _run(
         ["-m", "vaezoo", "fit", str(EXAMPLE / "recipe.yaml"), "--model", "{preset: gated-test}",
-         "--trainer.max_steps", "2", "--trainer.eval_k", "0", "--run_dir", str(run)],
+         "--trainer.max_steps", "2", "--trainer.evaluation.k", "0", "--run_dir", str(run)],
         plugin_site, tmp_path,
     )  # fmt: skip
     assert fit.returncode == 0, fit.stderr[-3000:]

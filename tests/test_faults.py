@@ -22,9 +22,9 @@ from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
 ARGS = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-        "--data.init_args.batch_size", "50", "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.tensorboard", "false",
-        "--trainer.max_steps", "10", "--trainer.checkpoint_every", "2", "--trainer.keep_last", "3", "--trainer.warmup_steps", "0",
-        "--trainer.log_every", "1"]  # fmt: skip
+        "--data.init_args.batch_size", "50", "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0", "--trainer.logging.tensorboard", "false",
+        "--trainer.max_steps", "10", "--trainer.checkpoints.every", "2", "--trainer.checkpoints.keep_last", "3", "--trainer.schedule.warmup_steps", "0",
+        "--trainer.logging.log_every", "1"]  # fmt: skip
 
 # Runs the CLI in a child process that SIGKILLs itself at the n-th event of a kind:
 # - optimizer_step: the n-th Adamax step (mid-training);
@@ -216,10 +216,10 @@ def test_kill_9_mid_save_with_keep_last_1_keeps_the_previous_checkpoint(tmp_path
     one (its bytes half written, or written but not yet renamed) leaves it in place, complete, and the run resumes
     from it to the same end as an uninterrupted run."""
     args = [
-        *ARGS[: ARGS.index("--trainer.keep_last")],
-        "--trainer.keep_last",
+        *ARGS[: ARGS.index("--trainer.checkpoints.keep_last")],
+        "--trainer.checkpoints.keep_last",
         "1",
-        *ARGS[ARGS.index("--trainer.keep_last") + 2 :],
+        *ARGS[ARGS.index("--trainer.checkpoints.keep_last") + 2 :],
     ]
     run_dir = tmp_path / "run"
     result = _run(run_dir, (target, "3"), args=args)  # killed while saving step 6

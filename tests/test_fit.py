@@ -18,13 +18,13 @@ from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
 TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-        "--data.init_args.batch_size", "50", "--trainer.progress", "false", "--trainer.eval_k", "5"]  # fmt: skip
+        "--data.init_args.batch_size", "50", "--trainer.logging.progress", "false", "--trainer.evaluation.k", "5"]  # fmt: skip
 
 
 def test_fit_fills_run_directory(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = main(["fit", RECIPE, *TINY, "--trainer.max_steps", "12", "--trainer.log_every", "4",
-                 "--trainer.checkpoint_every", "5", "--trainer.keep_last", "2", "--run_dir", str(run_dir)])  # fmt: skip
+    code = main(["fit", RECIPE, *TINY, "--trainer.max_steps", "12", "--trainer.logging.log_every", "4",
+                 "--trainer.checkpoints.every", "5", "--trainer.checkpoints.keep_last", "2", "--run_dir", str(run_dir)])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert "test ELBO" in out and "nats" in out and "IW-NLL (k=5)" in out
@@ -57,10 +57,22 @@ def test_fit_fills_run_directory(tmp_path, capsys):
 
 def test_recipe_overlays_compose_left_to_right(tmp_path, capsys):
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    first.write_text("trainer:\n  max_steps: 7\n  lr: 0.5\n")
+    first.write_text("trainer:\n  max_steps: 7\n  optimizer: {lr: 0.5}\n")
     second.write_text("trainer:\n  max_steps: 9\n")
     assert (
-        main(["fit", RECIPE, "--config", str(first), "--config", str(second), "--trainer.lr", "0.25", "--print_config"])
+        main(
+            [
+                "fit",
+                RECIPE,
+                "--config",
+                str(first),
+                "--config",
+                str(second),
+                "--trainer.optimizer.lr",
+                "0.25",
+                "--print_config",
+            ]
+        )
         == 0
     )
     printed = yaml.safe_load(capsys.readouterr().out)
@@ -123,8 +135,8 @@ SKIPPING = json.dumps({"class_path": "GradientSkipping", "init_args": {"max_grad
 def test_resume_is_bitwise_exact(tmp_path, capsys):
     """With state in every part a checkpoint holds: Adamax moments, an EMA of the weights, the fp16 gradient scaler
     (scale and growth tracker), the objective's buffers (skipped updates, last gradient norm), both random streams."""
-    common = [*TINY, "--trainer.eval_k", "0", "--trainer.checkpoint_every", "4", "--trainer.keep_last", "5",
-              "--trainer.ema_decay", "0.9", "--objective", SKIPPING]  # fmt: skip
+    common = [*TINY, "--trainer.evaluation.k", "0", "--trainer.checkpoints.every", "4", "--trainer.checkpoints.keep_last", "5",
+              "--trainer.optimizer.ema_decay", "0.9", "--objective", SKIPPING]  # fmt: skip
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(["fit", RECIPE, *common, "--trainer.max_steps", "10", "--run_dir", str(full)]) == 0
     # the same run, stopped at step 4 (as if killed after the checkpoint), then resumed to 10
@@ -138,7 +150,7 @@ def test_resume_is_bitwise_exact(tmp_path, capsys):
                 "10",
                 "--run_dir",
                 str(part),
-                "--trainer.checkpoint_every",
+                "--trainer.checkpoints.every",
                 "4",
             ]
         )
@@ -162,7 +174,7 @@ def test_resume_is_bitwise_exact(tmp_path, capsys):
     # (but the provenance record, which says which command wrote each checkpoint, and when)
     assert a["provenance"]["command"] != b["provenance"]["command"] and b["provenance"]["resumed_from_step"] == 4
     earlier = b["provenance"]["earlier"]  # the interrupted invocation's record, read from provenance.json
-    assert len(earlier) == 1 and earlier[0]["command"][-2:] == ["--trainer.checkpoint_every", "4"]
+    assert len(earlier) == 1 and earlier[0]["command"][-2:] == ["--trainer.checkpoints.every", "4"]
     _assert_same_state({**a, "provenance": None}, {**b, "provenance": None})
 
 
@@ -185,7 +197,9 @@ def _assert_same_state(a, b, where="checkpoint"):
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert (
-        main(["fit", RECIPE, *TINY, "--trainer.max_steps", "2", "--trainer.eval_k", "0", "--run_dir", str(run_dir)])
+        main(
+            ["fit", RECIPE, *TINY, "--trainer.max_steps", "2", "--trainer.evaluation.k", "0", "--run_dir", str(run_dir)]
+        )
         == 0
     )
     before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())

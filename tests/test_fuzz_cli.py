@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 
 import vaezoo
 from vaezoo.cli import _OneLineParser, command_modules, main
+from vaezoo.training.settings import PREVIOUS_KEYS, place_in_groups
 
 DEEP = "VAEZOO_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("VAEZOO_FUZZ_EXAMPLES", "25"))
@@ -57,7 +58,7 @@ MAX_RSS_GROWTH_MB = 512  # per case: an alias bomb must not be expanded
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
 TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-        "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.tensorboard", "false", "--trainer.max_steps", "1"]  # fmt: skip
+        "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0", "--trainer.logging.tensorboard", "false", "--trainer.max_steps", "1"]  # fmt: skip
 
 
 def _max_rss_mb() -> float:
@@ -123,7 +124,8 @@ def floats_outside(low: float | None, high: float | None, low_open: bool, high_o
     return st.one_of(non_finite, words, st.lists(st.floats(allow_nan=False), min_size=2, max_size=3), *outside)
 
 
-#: trainer field -> invalid values (the range is the documented meaning of the field; see vaezoo.training.Trainer)
+#: trainer field -> invalid values (the range is the documented meaning of the field; see vaezoo.training.settings),
+#: each field named as in the flat layout (placed in its group by PREVIOUS_KEYS)
 TRAINER_INVALID = {
     "max_steps": ints_below(1),
     "accumulate_grad_batches": ints_below(1),
@@ -178,10 +180,10 @@ def test_invalid_trainer_values_are_refused_before_a_run_folder_exists(case, as_
         tmp = Path(tmp)
         if as_overlay:
             overlay = tmp / "overlay.yaml"
-            overlay.write_text(yaml.safe_dump({"trainer": {key: value}}))
+            overlay.write_text(yaml.safe_dump({"trainer": place_in_groups({key: value})}))
             argv, run_dir = _fit(tmp, "--config", str(overlay))
         else:
-            argv, run_dir = _fit(tmp, f"--trainer.{key}", _yaml_value(value))
+            argv, run_dir = _fit(tmp, f"--trainer.{PREVIOUS_KEYS.get(key, key)}", _yaml_value(value))
         assert_refused(argv, run_dir)
 
 
@@ -197,7 +199,7 @@ def _nest(path: tuple[str, ...], value):
 
 
 #: where a recipe expects a mapping of settings or of arguments (null is no mapping)
-MAPPING_PATHS = [("trainer",), ("model", "init_args"), ("data", "init_args"), ("objective", "init_args"),
+MAPPING_PATHS = [("trainer",), ("trainer", "optimizer"), ("trainer", "speed"), ("model", "init_args"), ("data", "init_args"), ("objective", "init_args"),
                  ("model", "init_args", "prior", "init_args"), ("model", "init_args", "posterior", "init_args")]  # fmt: skip
 #: where it expects a component (the model's prior, posterior and likelihood may be null: the model's own default)
 COMPONENT_PATHS = [("model",), ("data",), ("objective",), ("model", "init_args", "prior"),
@@ -252,7 +254,7 @@ overlays = st.one_of(
 @example(overlay={"model": {"init_args": {"prior": {"init_args": {"zz_x": 1}}}}})
 @example(overlay={"data": {"init_args": None}})
 @example(overlay={"seed": None})
-@example(overlay={"trainer": {"param_groups": 3}})
+@example(overlay={"trainer": {"optimizer": {"param_groups": 3}}})
 def test_unknown_misplaced_and_mistyped_keys_are_refused(overlay):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -291,7 +293,7 @@ bad_files = st.one_of(
     st.binary(min_size=1, max_size=200).filter(_not_utf8),
     st.builds(
         lambda t: t.encode("latin-1"),
-        st.text(alphabet="éàüß©±µ", min_size=1, max_size=20).map(lambda s: f"trainer: {{lr: '{s}'}}\n"),
+        st.text(alphabet="éàüß©±µ", min_size=1, max_size=20).map(lambda s: f"trainer: {{optimizer: {{lr: '{s}'}}}}\n"),
     ),  # fmt: skip
     st.builds(lambda b: b"trainer:\x00" + b, st.binary(max_size=20)),
     st.builds(_nested, st.one_of(st.just(65), st.integers(min_value=1500, max_value=5000)), st.booleans()),

@@ -3,6 +3,7 @@ which jsonargparse reads) and each option of every command, read back from the p
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 
@@ -10,6 +11,7 @@ import pytest
 
 from vaezoo.cli import command_modules, main
 from vaezoo.training import Trainer
+from vaezoo.training.settings import GROUPS
 
 
 def _descriptions(text: str) -> dict[str, str]:
@@ -41,10 +43,15 @@ def _help(capsys, monkeypatch, *argv: str) -> dict[str, str]:
 def test_every_trainer_option_has_a_description(capsys, monkeypatch):
     found = _help(capsys, monkeypatch, "fit")
     trainer = {k.removeprefix("--trainer."): v for k, v in found.items() if k.startswith("--trainer.")}
+    # the top-level settings, and each group's: ``--trainer.optimizer`` (a file of them) and ``--trainer.optimizer.lr``
     parameters = [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
-    assert sorted(trainer) == sorted(parameters)
+    expected = [*parameters]
+    for name, cls in GROUPS.items():
+        expected += [f"{name}.{f.name}" for f in dataclasses.fields(cls)]
+    assert sorted(trainer) == sorted(expected)
     assert [name for name, text in trainer.items() if not text] == []
-    assert trainer["eval_k"] == "Importance samples of the test IW-NLL at the end (0: the test ELBO only)."
+    assert trainer["evaluation.k"] == "Importance samples of the test IW-NLL at the end (0: the test ELBO only)."
+    assert trainer["optimizer"] == "Path to a configuration file."  # jsonargparse's line for a group given as a file
     for option in ("--seed", "--run_dir", "--resume", "--model", "--config"):
         assert found[option], option
 

@@ -91,8 +91,10 @@ def _recipe(tmp_path: Path, prior_class_path: str) -> Path:
                 batch_size: 50
             trainer:
               max_steps: 3
-              eval_k: 0
-              progress: false
+              evaluation:
+                k: 0
+              logging:
+                progress: false
             """
         )
     )

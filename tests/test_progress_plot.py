@@ -24,8 +24,8 @@ from vaezoo.plots import read_metrics
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
 SMALL = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units",
-         "16", "--data.init_args.batch_size", "50", "--trainer.progress", "false", "--trainer.eval_k", "0",
-         "--trainer.tensorboard", "false"]  # fmt: skip
+         "16", "--data.init_args.batch_size", "50", "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0",
+         "--trainer.logging.tensorboard", "false"]  # fmt: skip
 BAR = "━"  # rich's bar character
 MNIST_CKPT = REPO_ROOT / "tests" / "fixtures" / "nvae_official" / "mnist_small" / "checkpoint.pt"
 
@@ -133,8 +133,8 @@ def test_bn_readjustment_convert_and_prepare_bars_follow_the_switch(nvae_dir, tm
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("plot") / "run"
-    args = ["fit", RECIPE, *SMALL, "--trainer.max_steps", "30", "--trainer.log_every", "5"]
-    assert main([*args, "--trainer.checkpoint_every", "10", "--run_dir", str(path)]) == 0
+    args = ["fit", RECIPE, *SMALL, "--trainer.max_steps", "30", "--trainer.logging.log_every", "5"]
+    assert main([*args, "--trainer.checkpoints.every", "10", "--run_dir", str(path)]) == 0
     return path
 
 
@@ -228,7 +228,19 @@ def test_fit_bar_shows_blanks_until_the_first_logged_step(tmp_path, monkeypatch,
     monkeypatch.setattr(trainer, "progress_bar", spy)
     run = tmp_path / "run"
     assert (
-        main(["fit", RECIPE, *SMALL, "--trainer.max_steps", "4", "--trainer.log_every", "2", "--run_dir", str(run)])
+        main(
+            [
+                "fit",
+                RECIPE,
+                *SMALL,
+                "--trainer.max_steps",
+                "4",
+                "--trainer.logging.log_every",
+                "2",
+                "--run_dir",
+                str(run),
+            ]
+        )
         == 0
     )
     capsys.readouterr()

@@ -20,7 +20,7 @@ from vaezoo.provenance import git_state, provenance
 from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-        "--data.init_args.batch_size", "50", "--data.init_args.test_size", "100", "--trainer.progress", "false"]  # fmt: skip
+        "--data.init_args.batch_size", "50", "--data.init_args.test_size", "100", "--trainer.logging.progress", "false"]  # fmt: skip
 
 
 def _git(repo, *args) -> str:
@@ -64,8 +64,8 @@ def test_git_state_is_gits_commit_and_flips_dirty_on_a_tracked_change(recipe_rep
 def test_every_output_of_fit_carries_one_record(recipe_repo, tmp_path, capsys):
     run_dir = tmp_path / "run"
     recipe = str(recipe_repo / "vae_mnist.yaml")
-    args = ["fit", recipe, *TINY, "--trainer.max_steps", "4", "--trainer.checkpoint_every", "2",
-            "--trainer.keep_last", "5", "--trainer.eval_k", "2", "--run_dir", str(run_dir)]  # fmt: skip
+    args = ["fit", recipe, *TINY, "--trainer.max_steps", "4", "--trainer.checkpoints.every", "2",
+            "--trainer.checkpoints.keep_last", "5", "--trainer.evaluation.k", "2", "--run_dir", str(run_dir)]  # fmt: skip
     before = datetime.now(UTC)
     assert main(args) == 0
     after = datetime.now(UTC)

@@ -103,7 +103,7 @@ def test_bn_swish_lever_names_the_recipe_key_for_a_model_without_it():
         def forward(self, x, noise=None):  # pragma: no cover - never called
             raise NotImplementedError
 
-    with pytest.raises(VaezooError, match="trainer.bn_swish"):
+    with pytest.raises(VaezooError, match="trainer.speed.bn_swish"):
         apply_speed_switches(NoBN.__new__(NoBN), torch.device("cpu"), bn_swish="fused", keep_freed_memory=False)
 
 

@@ -11,11 +11,11 @@ import math
 import pytest
 import torch
 from by_hand import official_adam, official_adamax
+from trainers import make_trainer
 from vaezoo_datasets import RandomImages
 
 import vaezoo
 from vaezoo.components import ELBO
-from vaezoo.training import Trainer
 
 
 @pytest.mark.parametrize(
@@ -29,13 +29,13 @@ from vaezoo.training import Trainer
 )
 @pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
 def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups, foreach):
-    """``trainer.adamax_foreach`` picks torch's multi-tensor Adamax (true) or the per-parameter loop (false): the same
+    """``trainer.speed.adamax_foreach`` picks torch's multi-tensor Adamax (true) or the per-parameter loop (false): the same
     official update either way."""
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
     objective = ELBO()
     settings = dict(lr=0.05, weight_decay=0.1, adamax_eps=1e-3, betas=(0.9, 0.999))
-    trainer = Trainer(
+    trainer = make_trainer(
         max_steps=3, lr_schedule="constant", device="cpu", param_groups=param_groups, adamax_foreach=foreach, **settings
     )
     trainer.prepare(model, objective, data_batch_size=4, num_examples=8)
@@ -70,7 +70,7 @@ def test_each_step_trains_at_its_scheduled_learning_rate():
     cosine over the rest, lr_t is 0, lr / 2, lr, lr_min, each applied by the official Adamax rule."""
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
-    trainer = Trainer(max_steps=4, lr=0.05, lr_min=0.001, warmup_steps=2, weight_decay=0.1, device="cpu")
+    trainer = make_trainer(max_steps=4, lr=0.05, lr_min=0.001, warmup_steps=2, weight_decay=0.1, device="cpu")
     trainer.prepare(model, ELBO(), data_batch_size=4, num_examples=8)
     states = {name: {} for name, _ in model.named_parameters()}
     x = torch.rand(4, *model.image_shape).round()
@@ -99,7 +99,7 @@ def test_a_parameter_without_a_gradient_in_a_step_stays_where_it_is():
     and weight decay included, while the others move."""
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
-    trainer = Trainer(max_steps=2, lr=0.05, lr_schedule="constant", weight_decay=0.1, device="cpu")
+    trainer = make_trainer(max_steps=2, lr=0.05, lr_schedule="constant", weight_decay=0.1, device="cpu")
     trainer.prepare(model, _DecoderOnlyAfterTheFirstStep(), data_batch_size=4, num_examples=8)
     x = torch.rand(4, *model.image_shape).round()
     assert trainer.train_step([x], 0)[3]
@@ -117,7 +117,7 @@ def test_the_trainers_ema_warms_up_with_the_steps():
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
     groups = [{"params": "*", "optimizer": "adam", "lr": 0.01, "ema_decay": 0.9, "ema_warmup": True}]
-    trainer = Trainer(max_steps=3, lr=0.01, lr_schedule="constant", device="cpu", param_groups=groups)
+    trainer = make_trainer(max_steps=3, lr=0.01, lr_schedule="constant", device="cpu", param_groups=groups)
     trainer.prepare(model, ELBO(), data_batch_size=4, num_examples=8)
     shadow = {name: p.detach().clone().double() for name, p in model.named_parameters()}
     x = torch.rand(4, *model.image_shape).round()
@@ -146,7 +146,9 @@ def test_nvae_kl_warmup_coefficient_at_each_step_of_a_run(tmp_path):
         kind="objective",
     )  # fmt: skip
     data = RandomImages(image_shape=(1, 8, 8), num_examples=16, batch_size=4, binary=True)
-    trainer = Trainer(max_steps=10, checkpoint_every=0, log_every=1, progress=False, tensorboard=False, device="cpu")
+    trainer = make_trainer(
+        max_steps=10, checkpoint_every=0, log_every=1, progress=False, tensorboard=False, device="cpu"
+    )
     trainer.fit(model, objective, data, tmp_path / "run")
     T = 10
     expected = {s: max(min((s - 1 - 0.2 * T) / (0.5 * T), 1.0), 0.05) for s in range(1, 11)}
@@ -162,7 +164,9 @@ def test_linear_kl_warmup_coefficient_at_each_step_of_a_run(tmp_path):
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
     data = RandomImages(image_shape=(1, 28, 28), num_examples=16, batch_size=4, binary=True)
-    trainer = Trainer(max_steps=6, checkpoint_every=0, log_every=1, progress=False, tensorboard=False, device="cpu")
+    trainer = make_trainer(
+        max_steps=6, checkpoint_every=0, log_every=1, progress=False, tensorboard=False, device="cpu"
+    )
     trainer.fit(model, ELBO(beta=0.8, kl_warmup_steps=4), data, tmp_path / "run")
     got = _kl_coeffs(tmp_path / "run")
     assert got == pytest.approx({1: 0.0, 2: 0.2, 3: 0.4, 4: 0.6, 5: 0.8, 6: 0.8}, abs=1e-12)

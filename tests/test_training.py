@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from rich.console import Console
+from trainers import make_trainer
 from vaezoo_datasets import BundledMNIST
 
 import vaezoo
@@ -41,7 +42,7 @@ def _setup():
 
 def _trainer(**kw):
     defaults = dict(lr=1e-3, progress=False, log_every=1, checkpoint_every=2, keep_last=10, eval_k=0, tensorboard=False)
-    return Trainer(**{**defaults, **kw})
+    return make_trainer(**{**defaults, **kw})
 
 
 def _records(run_dir):
@@ -166,7 +167,7 @@ def test_ema_weights_are_published(tmp_path):
 
 @pytest.mark.parametrize("schedule", ["cosine_step", "cosine_epoch"])
 def test_lr_schedule_warms_up_then_ends_at_lr_min(schedule):
-    trainer = Trainer(max_steps=100, lr=1.0, lr_min=0.01, warmup_steps=10, lr_schedule=schedule)
+    trainer = make_trainer(max_steps=100, lr=1.0, lr_min=0.01, warmup_steps=10, lr_schedule=schedule)
     trainer.steps_per_epoch = 10
     assert trainer.lr_at(0) == 0.0 and math.isclose(trainer.lr_at(5), 0.5)
     assert math.isclose(trainer.lr_at(10), 1.0)
@@ -281,7 +282,7 @@ def test_keep_freed_memory_configures_glibc_once():
     assert applied is sys.platform.startswith("linux")  # glibc's mallopt accepted both settings
     assert memory.keep_freed_memory() is applied  # idempotent
     trainer = _trainer(keep_freed_memory=False)
-    assert trainer.keep_freed_memory is False
+    assert trainer.settings.speed.keep_freed_memory is False
 
 
 def test_emulated_bf16_is_warned_about_before_the_first_step(tmp_path, monkeypatch, capsys):
@@ -312,13 +313,13 @@ def test_emulated_bf16_is_warned_about_before_the_first_step(tmp_path, monkeypat
 
 
 def test_gradients_are_clipped_per_optimiser_group():
-    """trainer.grad_clip clips the parameters of no group; a param group clips its own with its ``grad_clip`` (or
+    """trainer.optimizer.grad_clip clips the parameters of no group; a param group clips its own with its ``grad_clip`` (or
     the trainer's): the large gradients of one part never scale down another's."""
     from vaezoo.errors import VaezooError
     from vaezoo.training.optimizers import clip_gradients
 
     model = torch.nn.ModuleDict({"vae": torch.nn.Linear(4, 1, bias=False), "prior": torch.nn.Linear(4, 1, bias=False)})
-    trainer = Trainer(grad_clip=1.0, param_groups=[{"params": "prior.*", "optimizer": "adam", "grad_clip": 0.1}])
+    trainer = make_trainer(grad_clip=1.0, param_groups=[{"params": "prior.*", "optimizer": "adam", "grad_clip": 0.1}])
 
     class _Objective(torch.nn.Module):
         def set_total_steps(self, total_steps):
@@ -333,7 +334,7 @@ def test_gradients_are_clipped_per_optimiser_group():
     torch.testing.assert_close(model["vae"].weight.grad, torch.tensor([[0.6, 0.8, 0.0, 0.0]]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model["prior"].weight.grad, torch.tensor([[0.0, 0.0, 0.06, 0.08]]), rtol=1e-5, atol=1e-6)
     with pytest.raises(VaezooError, match="grad_clip must be positive"):
-        Trainer(param_groups=[{"params": "prior.*", "grad_clip": 0.0}])
+        make_trainer(param_groups=[{"params": "prior.*", "grad_clip": 0.0}])
 
 
 def test_an_ema_with_warmup_lowers_its_decay_in_the_first_steps():
@@ -351,7 +352,7 @@ def test_an_ema_with_warmup_lowers_its_decay_in_the_first_steps():
     assert abs(float(warm.shadow["weight"]) - (2 / 11 * 0.9 + 9 / 11 * 2)) < 1e-6
     assert abs(float(plain.shadow["weight"]) - (0.9999 * 1e-4 + 1e-4 * 2)) < 1e-7
     assert warm.decay_at(10_000_000) == 0.9999
-    trainer = Trainer(param_groups=[{"params": "*", "optimizer": "adam", "ema_decay": 0.9999, "ema_warmup": True}])
+    trainer = make_trainer(param_groups=[{"params": "*", "optimizer": "adam", "ema_decay": 0.9999, "ema_warmup": True}])
 
     class _Objective(torch.nn.Module):
         def set_total_steps(self, total_steps):

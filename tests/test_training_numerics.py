@@ -16,6 +16,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT
+from trainers import make_trainer
 
 import vaezoo
 from vaezoo.training import Trainer
@@ -31,7 +32,7 @@ def _trainer(**kw) -> Trainer:
     defaults = dict(
         lr=1e-3, lr_schedule="constant", warmup_steps=0, progress=False, tensorboard=False, device="cpu", eval_k=0
     )
-    return Trainer(**{**defaults, **kw})
+    return make_trainer(**{**defaults, **kw})
 
 
 def _batch(n: int, seed: int = 1) -> torch.Tensor:
@@ -260,13 +261,13 @@ def _doubles_model():
 @pytest.mark.parametrize(
     "switch, build, message",
     [
-        ({"gradient_checkpointing": True}, "test-vae", "trainer.gradient_checkpointing: ConvVAE has no speed switches"),
-        ({"compile_cells": True}, "test-vae", "trainer.compile_cells: ConvVAE has no speed switches"),
-        ({"depthwise_weight_grad": "compiled"}, "test-vae", "trainer.depthwise_weight_grad: ConvVAE has no speed switches"),
-        ({"bn_swish": "fused"}, "test-vae", "trainer.bn_swish: ConvVAE has no speed switches"),
-        ({"bn_swish": "fused"}, _doubles_model, "trainer.bn_swish: HierarchicalVAE has no BatchNorm-Swish layer"),
+        ({"gradient_checkpointing": True}, "test-vae", "trainer.speed.gradient_checkpointing: ConvVAE has no speed switches"),
+        ({"compile_cells": True}, "test-vae", "trainer.speed.compile_cells: ConvVAE has no speed switches"),
+        ({"depthwise_weight_grad": "compiled"}, "test-vae", "trainer.speed.depthwise_weight_grad: ConvVAE has no speed switches"),
+        ({"bn_swish": "fused"}, "test-vae", "trainer.speed.bn_swish: ConvVAE has no speed switches"),
+        ({"bn_swish": "fused"}, _doubles_model, "trainer.speed.bn_swish: HierarchicalVAE has no BatchNorm-Swish layer"),
         ({"depthwise_weight_grad": "compiled"}, _doubles_model,
-         "trainer.depthwise_weight_grad: HierarchicalVAE has no layer that supports it"),
+         "trainer.speed.depthwise_weight_grad: HierarchicalVAE has no layer that supports it"),
     ],
 )  # fmt: skip
 def test_a_speed_switch_the_model_does_not_declare_is_refused_by_its_recipe_key(switch, build, message):
@@ -288,8 +289,8 @@ def test_speed_switches_reach_a_model_that_declares_them():
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
 ARGS = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-        "--data.init_args.batch_size", "50", "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.tensorboard", "false",
-        "--trainer.max_steps", "10", "--trainer.checkpoint_every", "4", "--trainer.warmup_steps", "0", "--trainer.log_every", "1"]  # fmt: skip
+        "--data.init_args.batch_size", "50", "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0", "--trainer.logging.tensorboard", "false",
+        "--trainer.max_steps", "10", "--trainer.checkpoints.every", "4", "--trainer.schedule.warmup_steps", "0", "--trainer.logging.log_every", "1"]  # fmt: skip
 
 # Runs the CLI in a child process that SIGKILLs itself at the n-th optimiser step (n = 0: never).
 KILLER = """

@@ -24,7 +24,7 @@ from vaezoo.errors import VaezooError
 
 RECIPE = str(REPO_ROOT / "recipes" / "vae_mnist.yaml")
 TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
-        "--trainer.progress", "false", "--trainer.eval_k", "0", "--trainer.tensorboard", "false"]  # fmt: skip
+        "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0", "--trainer.logging.tensorboard", "false"]  # fmt: skip
 
 
 def refused(capsys, monkeypatch, workdir: Path, argv: list[str], expected: str | list[str]) -> str:
@@ -46,7 +46,7 @@ def refused(capsys, monkeypatch, workdir: Path, argv: list[str], expected: str |
 def vae_run(tmp_path_factory):
     """A finished 20-step ConvVAE run (cosine schedule over 20 steps, checkpoints at 10 and 20)."""
     run_dir = tmp_path_factory.mktemp("vae") / "run"
-    argv = ["fit", RECIPE, *TINY, "--trainer.max_steps", "20", "--trainer.checkpoint_every", "10"]
+    argv = ["fit", RECIPE, *TINY, "--trainer.max_steps", "20", "--trainer.checkpoints.every", "10"]
     assert main([*argv, "--run_dir", str(run_dir)]) == 0
     return run_dir
 
@@ -208,7 +208,7 @@ def test_resume_with_a_changed_schedule_says_what_changed_and_refuses(tmp_path, 
         capsys, monkeypatch, tmp_path, [*resume, "--trainer.max_steps", "25"],
         ["--resume: the run's schedules would change (max_steps 20 -> 25)", "--allow_changed_schedule true"],
     )  # fmt: skip
-    refused(capsys, monkeypatch, tmp_path, [*resume, "--trainer.lr", "0.5"], "(lr 0.003 -> 0.5)")
+    refused(capsys, monkeypatch, tmp_path, [*resume, "--trainer.optimizer.lr", "0.5"], "(lr 0.003 -> 0.5)")
     refused(
         capsys, monkeypatch, tmp_path, [*resume, "--data.init_args.batch_size", "16"],
         "global_batch 64 -> 16; steps_per_epoch 70 -> 281",
@@ -226,8 +226,10 @@ def test_tensorboard_asked_for_without_the_package_is_refused(tmp_path, capsys, 
     from vaezoo.training import trainer
 
     monkeypatch.setattr(trainer, "tensorboard_installed", lambda: False)
-    argv = ["fit", RECIPE, *TINY[:-2], "--trainer.tensorboard", "true", "--run_dir", "run"]
-    refused(capsys, monkeypatch, tmp_path, argv, "trainer.tensorboard is true, but the tensorboard package is not")
+    argv = ["fit", RECIPE, *TINY[:-2], "--trainer.logging.tensorboard", "true", "--run_dir", "run"]
+    refused(
+        capsys, monkeypatch, tmp_path, argv, "trainer.logging.tensorboard is true, but the tensorboard package is not"
+    )
     argv = ["fit", RECIPE, *TINY[:-2], "--trainer.max_steps", "1", "--run_dir", "run"]
     assert main(argv) == 0  # the default (null): logs to TensorBoard when installed, and says which
     assert "logs: metrics.jsonl (no TensorBoard: the package is not installed)" in capsys.readouterr().out

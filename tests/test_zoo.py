@@ -20,9 +20,9 @@ from vaezoo.nn import BatchNormSwish
 
 RECIPES = REPO_ROOT / "recipes"
 ABLATIONS = sorted((RECIPES / "ablations").glob("*.yaml"))
-QUICK = ["--trainer.progress", "false", "--trainer.tensorboard", "false", "--trainer.eval_k", "2",
-         "--trainer.log_every", "1", "--trainer.checkpoint_every", "2", "--trainer.num_samples", "4",
-         "--data.init_args.batch_size", "16", "--data.init_args.test_size", "20", "--trainer.warmup_steps", "0"]  # fmt: skip
+QUICK = ["--trainer.logging.progress", "false", "--trainer.logging.tensorboard", "false", "--trainer.evaluation.k", "2",
+         "--trainer.logging.log_every", "1", "--trainer.checkpoints.every", "2", "--trainer.logging.num_samples", "4",
+         "--data.init_args.batch_size", "16", "--data.init_args.test_size", "20", "--trainer.schedule.warmup_steps", "0"]  # fmt: skip
 CONV_VAE_TINY = ["--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4",
                  "--model.init_args.hidden_units", "16"]  # fmt: skip
 HIERARCHICAL_TINY = ["--model.init_args.encoder_channels", "4", "--model.init_args.decoder_channels", "4",

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from trainers import make_trainer
 from vaezoo_baselines import IWAE, ConvVAE
 from vaezoo_datasets import BundledMNIST
 from vaezoo_iaf import ContextualIAF, ContextualIAFStep
@@ -17,7 +18,6 @@ from vaezoo_vdvae import BottleneckBlock, BottleneckNormalPrior, ZInjectionCombi
 import vaezoo
 from vaezoo.components import ELBO, GradientSkipping
 from vaezoo.distributions import DiagonalNormal
-from vaezoo.training import Trainer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_gradient_skipping_in_the_trainer(tmp_path, accumulate):
     model = vaezoo.create("test-vdvae", image_shape=[1, 32, 32])
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     objective = GradientSkipping(ELBO(), max_grad_norm=1e-6)
-    trainer = Trainer(max_steps=3, lr=1e-2, accumulate_grad_batches=accumulate, progress=False, log_every=1,
+    trainer = make_trainer(max_steps=3, lr=1e-2, accumulate_grad_batches=accumulate, progress=False, log_every=1,
                       checkpoint_every=0, eval_k=0, tensorboard=False, num_samples=4)  # fmt: skip
     summary = trainer.fit(model, objective, BundledMNIST(batch_size=8, pad=2), tmp_path)
     assert summary["skipped_steps"] == 0  # the trainer's own non-finite guard was not involved

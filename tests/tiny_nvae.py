@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 import vaezoo
+from vaezoo.training.settings import place_in_groups
 
 
 def write_recipe(path: Path, objective: dict | None = None, **trainer) -> Path:
@@ -23,19 +24,21 @@ def write_recipe(path: Path, objective: dict | None = None, **trainer) -> Path:
             "class_path": "RandomImages",
             "init_args": {"image_shape": [1, 8, 8], "num_examples": 64, "batch_size": 8, "binary": True},
         },
-        "trainer": {
-            "max_steps": 6,
-            "lr": 1e-2,
-            "warmup_steps": 2,
-            "checkpoint_every": 3,
-            "keep_last": 5,
-            "log_every": 1,
-            "progress": False,
-            "tensorboard": False,
-            "eval_k": 0,
-            "device": "cpu",
-            **trainer,
-        },
+        "trainer": place_in_groups(
+            {
+                "max_steps": 6,
+                "lr": 1e-2,
+                "warmup_steps": 2,
+                "checkpoint_every": 3,
+                "keep_last": 5,
+                "log_every": 1,
+                "progress": False,
+                "tensorboard": False,
+                "eval_k": 0,
+                "device": "cpu",
+                **trainer,
+            }
+        ),
         "seed": 3,
     }
     path.write_text(yaml.safe_dump(recipe))

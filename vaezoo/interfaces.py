@@ -481,7 +481,7 @@ class GenerativeModel(nn.Module, Component):
 
 class SpeedSwitches:
     """Speed and memory switches of a model family built from :mod:`vaezoo.nn` layers (the hierarchical VAE): the
-    trainer turns on what the recipe asks for (``trainer.compile_cells``, ``depthwise_weight_grad``, ``bn_swish``,
+    trainer turns on what the recipe asks for (``trainer.speed.compile_cells``, ``depthwise_weight_grad``, ``bn_swish``,
     ``gradient_checkpointing``). A model that mixes this in declares that it has them; any other model is refused
     those settings in one line. Each method raises ``NotImplementedError`` when the model has no layer it acts on."""
 

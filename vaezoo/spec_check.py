@@ -279,6 +279,15 @@ def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+#: the type of a key that holds a group of settings of its own (``trainer.optimizer``)
+_SUBGROUP = object()
+
+
+def _is_config_load(action) -> bool:
+    """jsonargparse's action for a group of settings (a nested dataclass): ``--trainer.optimizer CONFIG``."""
+    return type(action).__name__ == "_ActionConfigLoad"
+
+
 @dataclass
 class RecipeShape:
     """What a recipe command's parser takes at the top level of a recipe: component sections (``model``: a model),
@@ -300,7 +309,8 @@ class RecipeShape:
             hint = getattr(action, "_typehint", None)
             if "." in dest:
                 group, key = dest.split(".", 1)
-                groups.setdefault(group, {})[key] = hint
+                # a group within the group (a dataclass of settings) is a mapping of its own keys
+                groups.setdefault(group, {})[key] = _SUBGROUP if _is_config_load(action) else hint
             elif hint is not None and component_kinds(hint):
                 components[dest] = component_kinds(hint)
             elif hint is not None:
@@ -316,9 +326,11 @@ class RecipeShape:
 class RecipeChecker:
     """Checks the recipe files, overlays and dotted command-line values of one command line, in order."""
 
-    def __init__(self, shape: RecipeShape, registry: Registry) -> None:
+    def __init__(self, shape: RecipeShape, registry: Registry, moved: dict[str, dict[str, str]] | None = None) -> None:
         self.shape = shape
         self.specs = SpecChecker(registry)
+        #: per group, where its settings of an earlier layout live now (``{"trainer": {"lr": "optimizer.lr"}}``)
+        self.moved = moved or {}
 
     def check_document(self, doc: Any, label: str) -> None:
         """A recipe or overlay file's content (``label`` names the file in errors about the whole document)."""
@@ -349,18 +361,29 @@ class RecipeChecker:
             hint = f" (did you mean {', '.join(owners)}?)" if owners else _close(key, shape.keys())
             raise ConfigError(f"{key}: unknown recipe key{hint} (keys: {', '.join(shape.keys())})")
 
-    def _check_group(self, group: str, value: Any) -> None:
+    def _check_group(self, group: str, value: Any, prefix: str = "") -> None:
+        """A group of settings (``trainer``) or a group within it (``trainer.optimizer``, ``prefix`` ``optimizer.``)."""
         settings = self.shape.groups[group]
+        where_group = f"{group}.{prefix[:-1]}" if prefix else group
+        name = prefix[:-1].rsplit(".", 1)[-1] if prefix else group
         if not isinstance(value, dict):
             extra = " (every line commented out?)" if value is None else ""
-            raise ConfigError(f"{group}: expected a mapping of {group} settings, got {_describe(value)}{extra}")
+            raise ConfigError(f"{where_group}: expected a mapping of {name} settings, got {_describe(value)}{extra}")
         for key, setting in value.items():
-            where = f"{group}.{key}"
-            if key not in settings:
+            path, where = f"{prefix}{key}", f"{where_group}.{key}"
+            if path in settings and settings[path] is _SUBGROUP:
+                if not isinstance(setting, str):  # a string is a file of these settings, for jsonargparse to read
+                    self._check_group(group, setting, f"{path}.")
+                continue
+            if path not in settings:
+                moved = self.moved.get(group, {}).get(path)
+                if moved is not None:
+                    raise ConfigError(f"{where}: this setting is {group}.{moved} now (the settings are grouped)")
                 elsewhere = [k for k in self.shape.keys() if k == key]
-                hint = f" (did you mean the top-level {key}?)" if elsewhere else _close(str(key), list(settings))
-                raise ConfigError(f"{where}: unknown {group} setting{hint}")
-            hint = settings[key]
+                choices = [k[len(prefix) :] for k in settings if k.startswith(prefix) and "." not in k[len(prefix) :]]
+                hint = f" (did you mean the top-level {key}?)" if elsewhere else _close(str(key), choices)
+                raise ConfigError(f"{where}: unknown {name} setting{hint}")
+            hint = settings[path]
             if setting is None and hint is not None and not _allows_none(hint):
                 raise ConfigError(f"{where}: expected {_hint_name(hint)}, got null")
             if setting is not None and hint is not None and _is_mapping_hint(hint) and not isinstance(setting, dict):

@@ -4,7 +4,7 @@ VDVAE keeps one width at every resolution (``channel_multiplier: 1``); every cel
 the posterior of a group reads the encoder activation concatenated with the decoder state (``DecoderCombiner``,
 ``conv1x1(cat[feature, state])``, here used on the encoder side); each group's prior and posterior are bottleneck
 Gaussians and the sample is injected into the state by ``ZInjectionCombiner``. Train with ``GradientSkipping``
-around ``ELBO`` (and ``trainer.grad_clip``), as VDVAE does.
+around ``ELBO`` (and ``trainer.optimizer.grad_clip``), as VDVAE does.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from by_hand import evaluation_by_hand, iw_log_likelihoods, official_adam, official_adamax
+from trainers import make_trainer
 
 import vaezoo
 from vaezoo.evaluation.metrics import iw_log_likelihood
@@ -110,7 +111,6 @@ def test_prior_stage_training_resumes_bitwise(tmp_path):
     from vaezoo_lsgm import ScorePriorObjective
 
     from vaezoo.hub import save_pretrained
-    from vaezoo.training import Trainer
     from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
     torch.manual_seed(0)
@@ -127,7 +127,7 @@ def test_prior_stage_training_resumes_bitwise(tmp_path):
 
     def run(run_dir, max_steps, resume=False):
         model = _model()
-        trainer = Trainer(max_steps=max_steps, init_from=str(base), **common)
+        trainer = make_trainer(max_steps=max_steps, init_from=str(base), **common)
         trainer.fit(model, ScorePriorObjective(stage="prior"), data, run_dir, resume=resume)
         return model
 
@@ -193,7 +193,13 @@ def test_fit_reports_the_bound_with_the_priors_the_score_prior_replaces(tmp_path
             "class_path": "RandomImages",
             "init_args": {"image_shape": [1, 8, 8], "num_examples": 32, "batch_size": 8, "binary": True},
         },
-        "trainer": {"max_steps": 2, "lr": 1e-3, "progress": False, "tensorboard": False, "eval_k": 1, "device": "cpu"},
+        "trainer": {
+            "max_steps": 2,
+            "device": "cpu",
+            "optimizer": {"lr": 1e-3},
+            "evaluation": {"k": 1},
+            "logging": {"progress": False, "tensorboard": False},
+        },  # fmt: skip
         "seed": 0,
     }
     path = tmp_path / "recipe.yaml"
@@ -273,13 +279,11 @@ def test_joint_stage_trains_the_vae_and_the_score_prior():
     from vaezoo_lsgm.objective import ScorePriorObjective
     from vaezoo_nvae.objective import NVAEObjective
 
-    from vaezoo.training import Trainer
-
     model = _model(mixing_logit_init=0.0)
     vae_objective = NVAEObjective(regularizers=[], kl_balance=False, kl_anneal_portion=1e-4, kl_const_portion=1e-4)
     objective = ScorePriorObjective(stage="joint", vae_objective=vae_objective)
     prior_group = {"params": "joint_prior.*", "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0, "eps": 1e-8}
-    trainer = Trainer(max_steps=2, lr=1e-2, weight_decay=3e-4, lr_schedule="constant", device="cpu",
+    trainer = make_trainer(max_steps=2, lr=1e-2, weight_decay=3e-4, lr_schedule="constant", device="cpu",
                       param_groups=[prior_group])  # fmt: skip
     trainer.prepare(model, objective, data_batch_size=2, num_examples=4)
     x = torch.rand(2, *model.image_shape).round()

@@ -213,12 +213,10 @@ def replay_fixture(fixture_dir: str | Path) -> Pairs:
 
     # -- the learning rate of that step and the Adamax update, from the checkpoint's optimiser state ------------
     trainer = _trainer(args)
-    lr = trainer.lr_at(int(checkpoint["global_step"]))
+    lr, opt = trainer.lr_at(int(checkpoint["global_step"])), trainer.settings.optimizer
     add("train_step/lr", _scalar(lr), ref["train_step/lr"])
     ordered = [parameters[key_map[official]] for official in info["parameter_names"]]
-    optimizer = torch.optim.Adamax(
-        ordered, lr=lr, betas=trainer.betas, eps=trainer.adamax_eps, weight_decay=trainer.weight_decay
-    )
+    optimizer = torch.optim.Adamax(ordered, lr=lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
     for index, parameter in enumerate(ordered):  # official state: one entry per parameter, in that order
         state = checkpoint["optimizer"]["state"][index]
         optimizer.state[parameter] = {
@@ -238,11 +236,12 @@ def _trainer(args: dict) -> Trainer:
     epochs, total = int(args["epochs"]), int(args["num_total_iter"])
     trainer = Trainer(
         max_steps=total,
-        lr=float(args["learning_rate"]),
-        lr_min=float(args["learning_rate_min"]),
-        warmup_steps=int(args["warmup_epochs"]) * (total // epochs),
-        lr_schedule="cosine_epoch",
-        weight_decay=float(args["weight_decay"]),
+        optimizer={"lr": float(args["learning_rate"]), "weight_decay": float(args["weight_decay"])},
+        schedule={
+            "lr_min": float(args["learning_rate_min"]),
+            "warmup_steps": int(args["warmup_epochs"]) * (total // epochs),
+            "decay": "cosine_epoch",
+        },
     )
     trainer.steps_per_epoch = total // epochs
     return trainer

@@ -209,7 +209,7 @@ def test_meta_build_allocates_nothing():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_depthwise_conv_with_the_compiled_weight_gradient_matches_torch(channels_last):
-    """trainer.depthwise_weight_grad=compiled: same outputs and gradients as torch's depthwise conv (the forward and
+    """trainer.speed.depthwise_weight_grad=compiled: same outputs and gradients as torch's depthwise conv (the forward and
     the input gradient are torch's own; the weight gradient is the fused k*k-tap reduction)."""
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format

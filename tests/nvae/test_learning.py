@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import torch
 from torch.utils.data import Subset
+from trainers import make_trainer
 from vaezoo_datasets import BundledMNIST
 from vaezoo_nvae.objective import NVAEObjective
 
 import vaezoo
 from vaezoo.evaluation import evaluate
-from vaezoo.training import Trainer
 
 STEPS = 40
 BATCH = 32
@@ -40,7 +40,7 @@ def test_a_tiny_nvae_improves_its_test_elbo_by_the_margin(monkeypatch):
         test = Subset(data.test_dataset(), range(200))
         before = evaluate(model, test, k=0, batch_size=100, seed=0).elbo_nats
 
-        trainer = Trainer(
+        trainer = make_trainer(
             max_steps=STEPS, lr=1e-2, warmup_steps=10, progress=False, tensorboard=False, device="cpu",
             channels_last=True,
         )  # fmt: skip

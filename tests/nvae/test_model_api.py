@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from trainers import make_trainer
 from vaezoo_datasets import RandomImages
 
 import vaezoo
@@ -110,7 +111,6 @@ def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
     from vaezoo_nvae.regularizers import BatchNormScaleRegularizer, SpectralRegularizer
 
     from vaezoo.nn import kernels as layers
-    from vaezoo.training import Trainer
 
     calls = []
     original = layers.depthwise_weight_grad
@@ -125,7 +125,7 @@ def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
         torch.manual_seed(0)
         model = vaezoo.create("test-nvae")
         objective = NVAEObjective(regularizers=[SpectralRegularizer(), BatchNormScaleRegularizer()])
-        trainer = Trainer(max_steps=10, lr=1e-3, progress=False, tensorboard=False, device="cpu", **levers)
+        trainer = make_trainer(max_steps=10, lr=1e-3, progress=False, tensorboard=False, device="cpu", **levers)
         trainer.prepare(model, objective, 4, 40)
         assert any(getattr(m, "depthwise_weight_grad", None) == levers.get("depthwise_weight_grad", "native")
                    for m in model.modules())  # fmt: skip
@@ -144,10 +144,9 @@ def test_cpu_speed_switches_change_nothing_but_speed(monkeypatch):
 def test_depthwise_weight_grad_switch_needs_a_model_that_has_such_layers():
     from vaezoo.components import ELBO
     from vaezoo.errors import VaezooError
-    from vaezoo.training import Trainer
 
     model = vaezoo.create("vae-mnist", latent_dim=4, hidden_channels=4, hidden_units=16)
-    trainer = Trainer(depthwise_weight_grad="compiled", progress=False, tensorboard=False, device="cpu")
+    trainer = make_trainer(depthwise_weight_grad="compiled", progress=False, tensorboard=False, device="cpu")
     with pytest.raises(VaezooError, match="depthwise_weight_grad: ConvVAE has no speed switches"):
         trainer.prepare(model, ELBO(), 4, 40)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
+from trainers import make_trainer
 from vaezoo_datasets import RandomImages
 
 import vaezoo
-from vaezoo.training import Trainer
 from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 
@@ -19,7 +19,7 @@ def _parts():
 
 
 def _trainer():
-    return Trainer(
+    return make_trainer(
         max_steps=6,
         lr=1e-2,
         warmup_steps=2,

@@ -22,7 +22,7 @@ from ..interfaces import DataModule, GenerativeModel, Objective
 from ..plugins import get_registry
 from ..spec_check import RecipeChecker, RecipeShape
 from ..training import Trainer
-from ..training.settings import check_trainer_settings
+from ..training.settings import GROUPS, PREVIOUS_KEYS, TrainerGroups, check_top_level
 
 
 def add_recipe_arguments(parser) -> None:
@@ -47,7 +47,8 @@ def check_registered(cfg, sections=("model", "objective", "data")) -> None:
 def check_trainer_values(trainer_args: dict) -> None:
     """Out-of-range trainer values (and a device this machine does not have) are one line, before anything is
     written."""
-    check_trainer_settings(trainer_args)
+    check_top_level(trainer_args)
+    TrainerGroups.coerce(**{name: trainer_args.get(name) for name in GROUPS})  # each group checks its ranges
     check_device(trainer_args.get("device", "auto"), "trainer.device")
 
 
@@ -68,7 +69,7 @@ def check_recipe_argv(argv: list[str], parser) -> None:
     """The recipe files, overlays and dotted values of a command line, in the order jsonargparse applies them, checked
     for their structure (:mod:`vaezoo.spec_check`): the first problem is one line naming its key path."""
     registry = get_registry()
-    checker = RecipeChecker(RecipeShape.of_parser(parser), registry)
+    checker = RecipeChecker(RecipeShape.of_parser(parser), registry, moved={"trainer": PREVIOUS_KEYS})
     i = 0
     while i < len(argv):
         token = argv[i]

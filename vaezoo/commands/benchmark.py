@@ -2,8 +2,8 @@
 
 Training-step throughput (images/s), peak memory, sampling and IW-NLL throughput of a recipe at a
 given batch size: the median of repeated runs after warm-up, written as JSON. Every speed switch of
-the trainer (precision, channels_last, compile_cells, gradient_checkpointing, adamax_foreach) is a
-recipe key (``bn_swish`` too), so ``--trainer.channels_last true`` measures that lever; the JSON carries the machine
+the trainer (``precision``, and the ``speed`` group: channels_last, compile_cells, gradient_checkpointing,
+adamax_foreach, bn_swish, ...) is a recipe key, so ``--trainer.speed.channels_last true`` measures that lever; the JSON carries the machine
 line (:func:`vaezoo.hardware.cpu_info`) and whether bf16 would be emulated on this CPU.
 """
 
@@ -90,17 +90,19 @@ def run(cfg) -> int:
         "emulated_bf16": bf16_warning(trainer_cfg.get("precision", "fp32"), torch.device("cpu")) is not None,
         "device": trainer_cfg.get("device"),
         "levers": {
-            k: trainer_cfg.get(k)
-            for k in (
-                "precision",
-                "channels_last",
-                "compile_cells",
-                "gradient_checkpointing",
-                "adamax_foreach",
-                "depthwise_weight_grad",
-                "keep_freed_memory",
-                "bn_swish",
-            )
+            "precision": trainer_cfg.get("precision"),
+            **{
+                k: (trainer_cfg.get("speed") or {}).get(k)
+                for k in (
+                    "channels_last",
+                    "compile_cells",
+                    "gradient_checkpointing",
+                    "adamax_foreach",
+                    "depthwise_weight_grad",
+                    "keep_freed_memory",
+                    "bn_swish",
+                )
+            },
         },
         **results,
     }

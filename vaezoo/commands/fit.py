@@ -76,7 +76,7 @@ def run(cfg) -> int:
         if cfg.resume:  # a missing or damaged checkpoint is refused before config.yaml is rewritten
             checkpoint = _check_resumable(run_dir)
             if not cfg.allow_changed_schedule:
-                schedule = trainer.schedule(data.batch_size, len(data.train_dataset()), ctx.world_size)
+                schedule = trainer.resolved_schedule(data.batch_size, len(data.train_dataset()), ctx.world_size)
                 recipe_now = yaml.safe_load(recipe_text)
                 _check_schedule_unchanged(checkpoint.get("schedule"), schedule, run_dir / "config.yaml", recipe_now)
             record["resumed_from_step"] = int(checkpoint["step"])
@@ -94,7 +94,7 @@ def run(cfg) -> int:
         )
         if trainer.tensorboard:
             logs = f"metrics.jsonl and TensorBoard events in {run_dir / 'tensorboard'}"
-        elif trainer_args.get("tensorboard") is None:
+        elif (trainer_args.get("logging") or {}).get("tensorboard") is None:
             logs = "metrics.jsonl (no TensorBoard: the package is not installed)"
         else:
             logs = "metrics.jsonl"
@@ -115,7 +115,7 @@ def run(cfg) -> int:
         if not ctx.is_main:
             return 0
         result = trainer.test(model, data, seed=cfg.seed)
-        protocol = protocol_text(model, data, trainer.eval_k)
+        protocol = protocol_text(model, data, trainer.settings.evaluation.k)
         report = {
             **summary,
             "minutes": minutes,

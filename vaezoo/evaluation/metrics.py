@@ -63,7 +63,7 @@ def default_max_batch(device: torch.device) -> int:
 
 
 def is_channels_last(model: torch.nn.Module) -> bool:
-    """Whether the model's 4-D weights are stored channels_last (``trainer.channels_last``)."""
+    """Whether the model's 4-D weights are stored channels_last (``trainer.speed.channels_last``)."""
     for parameter in model.parameters():
         if parameter.dim() == 4 and parameter.shape[1] > 1 and parameter.shape[2] * parameter.shape[3] > 1:
             return parameter.is_contiguous(memory_format=torch.channels_last) and not parameter.is_contiguous()

@@ -39,7 +39,7 @@ class WeightNormConv2d(nn.Conv2d):
     ``log_weight_norm`` starts at ``log(||W|| + 1e-2)``, so the initial effective weight is close to ``W``.
     ``weight_norm=False`` gives a plain convolution (same parameter names as ``nn.Conv2d``).
 
-    ``depthwise_weight_grad`` (``"native"`` or ``"compiled"``, set by ``trainer.depthwise_weight_grad``) chooses how
+    ``depthwise_weight_grad`` (``"native"`` or ``"compiled"``, set by ``trainer.speed.depthwise_weight_grad``) chooses how
     a depthwise conv's weight gradient is computed on CPUs; see :func:`depthwise_weight_grad`.
     """
 

@@ -1,6 +1,6 @@
 """BatchNorm with the settings of the hierarchical cells, and BatchNorm followed by Swish.
 
-:class:`BatchNormSwish` has three modes (``trainer.bn_swish``), equal in value to float rounding:
+:class:`BatchNormSwish` has three modes (``trainer.speed.bn_swish``), equal in value to float rounding:
 
 - ``native`` (the default): torch's BatchNorm, then torch's SiLU; both save their input for the backward pass.
 - ``fused``: BatchNorm + Swish as one autograd node on the same torch kernels, saving the BN input and the

@@ -5,7 +5,7 @@ an fnmatch pattern on their names (``joint_prior.*``), their own optimiser (``ad
 rate, weight decay, betas, eps, an EMA (``ema_decay``; ``ema_warmup: true`` lowers its decay in the first steps,
 see :class:`~.ema.ExponentialMovingAverage`) and a gradient clipping norm of their own (``grad_clip``: each group's
 gradients are clipped apart, so one component's large gradients never scale down another's). Each group follows the trainer's learning-rate schedule
-(warm-up, cosine) scaled by ``lr / trainer.lr``. Groups with different algorithms become one
+(warm-up, cosine) scaled by ``lr / trainer.optimizer.lr``. Groups with different algorithms become one
 :class:`CombinedOptimizer`, which steps, zeroes and saves them together.
 """
 
@@ -61,17 +61,17 @@ def check_param_groups(groups: list[dict] | None) -> list[dict]:
         unknown = sorted(set(group) - _GROUP_KEYS)
         if unknown or "params" not in group:
             raise VaezooError(
-                f"trainer.param_groups[{i}] needs 'params' (a name pattern) and takes only {sorted(_GROUP_KEYS)}; "
+                f"trainer.optimizer.param_groups[{i}] needs 'params' (a name pattern) and takes only {sorted(_GROUP_KEYS)}; "
                 f"got {sorted(group)}"
             )
         if group.get("optimizer", "adamax") not in ALGORITHMS:
-            raise VaezooError(f"trainer.param_groups[{i}].optimizer must be one of {sorted(ALGORITHMS)}")
+            raise VaezooError(f"trainer.optimizer.param_groups[{i}].optimizer must be one of {sorted(ALGORITHMS)}")
         clip = group.get("grad_clip")
         if clip is not None and not clip > 0:
-            raise VaezooError(f"trainer.param_groups[{i}].grad_clip must be positive, got {clip}")
+            raise VaezooError(f"trainer.optimizer.param_groups[{i}].grad_clip must be positive, got {clip}")
         decay = group.get("ema_decay")
         if decay is not None and not 0.0 < decay < 1.0:
-            raise VaezooError(f"trainer.param_groups[{i}].ema_decay must be in (0, 1), got {decay}")
+            raise VaezooError(f"trainer.optimizer.param_groups[{i}].ema_decay must be in (0, 1), got {decay}")
     return groups
 
 
@@ -86,7 +86,7 @@ def build_optimizer(model: nn.Module, groups: list[dict], defaults: dict[str, An
         (assigned[index] if index is not None else rest).append(parameter)
     for i, group in enumerate(groups):
         if not assigned[i]:
-            raise VaezooError(f"trainer.param_groups[{i}]: no parameter matches {group['params']!r}")
+            raise VaezooError(f"trainer.optimizer.param_groups[{i}]: no parameter matches {group['params']!r}")
     by_algorithm: dict[str, list[dict]] = {}
     if rest:
         by_algorithm.setdefault("adamax", []).append({"params": rest, **defaults, "lr_ratio": 1.0})
@@ -108,7 +108,7 @@ def ema_keys(model: nn.Module, groups: list[dict]) -> tuple[float, list[str]] | 
     if not with_ema:
         return None
     if len(with_ema) > 1:
-        raise VaezooError("trainer.param_groups: only one group may have an ema_decay")
+        raise VaezooError("trainer.optimizer.param_groups: only one group may have an ema_decay")
     pattern = with_ema[0]["params"]
     keys = [k for k, v in model.state_dict().items() if v.is_floating_point() and fnmatch.fnmatchcase(k, pattern)]
     return with_ema[0]["ema_decay"], keys

@@ -38,28 +38,30 @@ def apply_speed_switches(
     }
     if not isinstance(model, SpeedSwitches) and any(asked.values()):
         key = next(k for k, on in asked.items() if on)
-        raise VaezooError(f"trainer.{key}: {name} has no speed switches (only models built from vaezoo.nn layers do)")
+        raise VaezooError(
+            f"trainer.speed.{key}: {name} has no speed switches (only models built from vaezoo.nn layers do)"
+        )
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile_cells:
         try:
             model.compile_cells()
         except NotImplementedError:
-            raise VaezooError(f"trainer.compile_cells: {name} has no cell to compile") from None
+            raise VaezooError(f"trainer.speed.compile_cells: {name} has no cell to compile") from None
     if depthwise_weight_grad != "native":  # "native" is every layer's default: nothing to switch, any model will do
         try:
             model.set_depthwise_weight_grad(depthwise_weight_grad)
         except NotImplementedError:
-            raise VaezooError(f"trainer.depthwise_weight_grad: {name} has no layer that supports it") from None
+            raise VaezooError(f"trainer.speed.depthwise_weight_grad: {name} has no layer that supports it") from None
     if bn_swish != "native":  # "native" is every layer's default, as for the depthwise weight gradient
         try:
             model.set_bn_swish(bn_swish)
         except NotImplementedError:
-            raise VaezooError(f"trainer.bn_swish: {name} has no BatchNorm-Swish layer") from None
+            raise VaezooError(f"trainer.speed.bn_swish: {name} has no BatchNorm-Swish layer") from None
     if keep_freed_memory and device.type == "cpu":
         _keep_freed_memory()
     if gradient_checkpointing:
         try:
             model.enable_gradient_checkpointing(True)
         except NotImplementedError:
-            raise VaezooError(f"trainer.gradient_checkpointing: {name} does not support it") from None
+            raise VaezooError(f"trainer.speed.gradient_checkpointing: {name} does not support it") from None

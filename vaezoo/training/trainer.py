@@ -52,7 +52,7 @@ from .distributed import (
     synchronise_batch_norm,
 )
 from .ema import ExponentialMovingAverage
-from .optimizers import build_optimizer, check_param_groups, clip_gradients, clip_sets, ema_keys
+from .optimizers import build_optimizer, clip_gradients, clip_sets, ema_keys
 from .reporting import (
     open_metrics,
     progress_bar,
@@ -65,7 +65,17 @@ from .reporting import (
 )
 from .sampler import EpochBatchSampler
 from .schedules import learning_rate
-from .settings import check_trainer_settings
+from .settings import (
+    CheckpointSettings,
+    EvaluationSettings,
+    LoggingSettings,
+    OptimizerSettings,
+    RecoverySettings,
+    ScheduleSettings,
+    SpeedSettings,
+    TrainerGroups,
+    check_top_level,
+)
 from .speed import apply_speed_switches
 
 
@@ -99,123 +109,62 @@ class Trainer:
         self,
         max_steps: int = 1000,
         max_epochs: int | None = None,
-        warmup_epochs: float | None = None,
-        lr: float = 1e-2,
-        lr_min: float = 1e-4,
-        warmup_steps: int = 0,
-        lr_schedule: Literal["cosine_step", "cosine_epoch", "constant"] = "cosine_step",
-        weight_decay: float = 3e-4,
-        adamax_eps: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        grad_clip: float | None = None,
         accumulate_grad_batches: int = 1,
-        ema_decay: float | None = None,
         precision: Literal["fp32", "bf16", "fp16"] = "fp32",
-        checkpoint_every: int = 500,
-        keep_last: int = 2,
-        log_every: int = 10,
-        sample_every: int = 0,
-        num_samples: int = 64,
-        sample_temperature: float = 1.0,
-        eval_k: int = 0,
-        eval_batch_size: int = 100,
-        max_consecutive_bad_steps: int = 20,
-        max_rollbacks: int = 3,
-        rollback_lr_factor: float = 0.5,
-        num_workers: int = 0,
-        tensorboard: bool | None = None,
-        progress: bool = True,
         device: str = "auto",
-        find_unused_parameters: bool = False,
-        channels_last: bool = False,
-        compile_cells: bool = False,
-        gradient_checkpointing: bool = False,
-        adamax_foreach: bool | None = None,
-        depthwise_weight_grad: Literal["native", "compiled"] = "native",
-        keep_freed_memory: bool = True,
-        bn_swish: Literal["native", "fused", "recompute"] = "native",
-        param_groups: list[dict] | None = None,
         init_from: str | None = None,
+        optimizer: OptimizerSettings = OptimizerSettings(),
+        schedule: ScheduleSettings = ScheduleSettings(),
+        checkpoints: CheckpointSettings = CheckpointSettings(),
+        recovery: RecoverySettings = RecoverySettings(),
+        logging: LoggingSettings = LoggingSettings(),
+        evaluation: EvaluationSettings = EvaluationSettings(),
+        speed: SpeedSettings = SpeedSettings(),
     ) -> None:
         """The settings of a run (the recipe's ``trainer`` section; ``vaezoo fit --help`` prints these lines).
 
         Args:
             max_steps: Optimiser updates (steps of one global batch) to train for; max_epochs replaces it when set.
             max_epochs: Train for this many epochs instead of max_steps (converted to steps from the training set).
-            warmup_epochs: Learning-rate warm-up in epochs (converted to steps); replaces warmup_steps when set.
-            lr: Peak learning rate, reached at the end of the warm-up.
-            lr_min: Learning rate at the last step, where the cosine decay ends.
-            warmup_steps: Steps of linear learning-rate warm-up from 0 to lr.
-            lr_schedule: After the warm-up: cosine decay per step, per epoch (as NVAE's code), or constant.
-            weight_decay: Adamax's L2 weight decay.
-            adamax_eps: Adamax's epsilon (NVAE uses 1e-3).
-            betas: Adamax's two moment decay rates.
-            grad_clip: Clip the gradients to this total norm (null: no clipping).
             accumulate_grad_batches: Micro-batches per step (global batch: batch_size x processes x this).
-            ema_decay: Decay of an exponential moving average of the weights, evaluated and saved at the end (null: none).
             precision: fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler); log-densities stay fp32.
-            checkpoint_every: Write a checkpoint every this many steps (0: only the final one).
-            keep_last: Checkpoints kept on disk, the newest (0: keep all).
-            log_every: Write a metrics.jsonl record and update the progress bar every this many steps.
-            sample_every: Write samples and reconstructions PNGs every this many steps (0: only at the end).
-            num_samples: Images in each sample grid.
-            sample_temperature: Temperature of the prior when drawing those samples.
-            eval_k: Importance samples of the test IW-NLL at the end (0: the test ELBO only).
-            eval_batch_size: Test examples per batch of the final evaluation.
-            max_consecutive_bad_steps: Non-finite steps in a row that roll back to the last checkpoint.
-            max_rollbacks: Rollbacks allowed before the run stops as diverged.
-            rollback_lr_factor: Factor on the learning rate at each rollback.
-            num_workers: DataLoader worker processes (0: load in the training process).
-            tensorboard: Also write TensorBoard events (null: when the tensorboard package is installed).
-            progress: Show the progress bar (on a terminal, rank 0 only).
             device: auto (the first GPU if any, else cpu), cpu, cuda, cuda:1, mps, ...
-            find_unused_parameters: Let DDP allow parameters that a step does not use (multi-process runs).
-            channels_last: NHWC tensors (oneDNN's depthwise convolutions are 3-5x faster on CPUs).
-            compile_cells: torch.compile each cell.
-            gradient_checkpointing: Recompute the cells in the backward pass: less memory, more time.
-            adamax_foreach: The multi-tensor Adamax (null: torch's default).
-            depthwise_weight_grad: The depthwise convolutions' weight gradient: native, or one compiled kernel.
-            keep_freed_memory: Keep freed memory for reuse instead of returning it to the system (CPU, glibc).
-            bn_swish: BatchNorm + Swish: native, fused (one autograd node), recompute (saves only the input).
-            param_groups: Per-component optimiser settings, chosen by name patterns (see vaezoo.training.optimizers).
             init_from: Start from the weights of a saved model (folder, hf-hub:ORG/REPO or pretrained name).
+            optimizer: The optimiser (Adamax): learning rate, weight decay, eps, betas, clipping, EMA, param_groups.
+            schedule: The learning-rate schedule: warm-up, then a decay to lr_min.
+            checkpoints: How often checkpoints are written and how many are kept.
+            recovery: Non-finite steps: how many in a row roll back, how many rollbacks, the learning-rate factor.
+            logging: metrics.jsonl, TensorBoard, preview images and the progress bar.
+            evaluation: The test-set evaluation at the end of the run.
+            speed: Speed and memory levers that leave the numbers as they are.
+
+        Each group is a mapping of its settings (``optimizer={"lr": 0.01}``) or its dataclass
+        (:mod:`vaezoo.training.settings`); its ranges are checked here, with the line ``vaezoo fit`` prints.
         """
-        check_trainer_settings(locals())  # the same ranges vaezoo fit checks before it writes anything
-        self.max_steps = max_steps
-        self.max_epochs, self.warmup_epochs = max_epochs, warmup_epochs
-        self.lr, self.lr_min, self.warmup_steps, self.lr_schedule = lr, lr_min, warmup_steps, lr_schedule
-        self.weight_decay, self.adamax_eps, self.betas = weight_decay, adamax_eps, tuple(betas)
-        self.grad_clip = grad_clip
+        check_top_level(
+            {"max_steps": max_steps, "max_epochs": max_epochs, "accumulate_grad_batches": accumulate_grad_batches}
+        )
+        self.settings = TrainerGroups.coerce(
+            optimizer=optimizer, schedule=schedule, checkpoints=checkpoints, recovery=recovery, logging=logging,
+            evaluation=evaluation, speed=speed,
+        )  # fmt: skip
+        self.max_steps, self.max_epochs = max_steps, max_epochs
         self.accumulate = accumulate_grad_batches
-        self.ema_decay = ema_decay
         self.precision = precision
-        self.checkpoint_every, self.keep_last = checkpoint_every, keep_last
-        self.log_every, self.sample_every = log_every, sample_every
-        self.num_samples, self.sample_temperature = num_samples, sample_temperature
-        self.eval_k, self.eval_batch_size = eval_k, eval_batch_size
-        self.max_consecutive_bad_steps = max_consecutive_bad_steps
-        self.max_rollbacks, self.rollback_lr_factor = max_rollbacks, rollback_lr_factor
-        self.num_workers = num_workers
+        self.init_from = init_from
+        #: the warm-up in steps (prepare() resolves warmup_epochs, as it resolves max_epochs into max_steps)
+        self.warmup_steps = self.settings.schedule.warmup_steps
+        tensorboard = self.settings.logging.tensorboard
         if tensorboard and not tensorboard_installed():  # asked for explicitly: say so rather than write nothing
             raise VaezooError(
-                "trainer.tensorboard is true, but the tensorboard package is not installed: pip install tensorboard, "
-                "or set trainer.tensorboard to null (TensorBoard logs when installed) or false"
+                "trainer.logging.tensorboard is true, but the tensorboard package is not installed: pip install "
+                "tensorboard, or set it to null (TensorBoard logs when installed) or false"
             )
         #: None: TensorBoard logs when the package is installed (metrics.jsonl always)
         self.tensorboard = tensorboard_installed() if tensorboard is None else tensorboard
-        self.progress = progress
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
         )
-        self.find_unused_parameters = find_unused_parameters
-        self.channels_last, self.compile_cells = channels_last, compile_cells
-        self.gradient_checkpointing, self.adamax_foreach = gradient_checkpointing, adamax_foreach
-        self.depthwise_weight_grad, self.keep_freed_memory = depthwise_weight_grad, keep_freed_memory
-        self.bn_swish = bn_swish
-        #: per-component optimiser settings (see :mod:`.optimizers`) and the saved model a run starts from
-        self.param_groups, self.init_from = check_param_groups(param_groups), init_from
-        if ema_decay is not None and any(g.get("ema_decay") for g in self.param_groups):
-            raise VaezooError("set trainer.ema_decay or a param_groups ema_decay, not both")
         self.ctx = DistributedContext()  # set by the caller for multi-process training
         #: the run's provenance record (:mod:`vaezoo.provenance`), written into every checkpoint; set by fit()
         self.provenance: dict | None = None
@@ -226,11 +175,11 @@ class Trainer:
         """The learning rate of ``step`` before any rollback scaling (see :func:`~.schedules.learning_rate`)."""
         return learning_rate(
             step,
-            lr=self.lr,
-            lr_min=self.lr_min,
+            lr=self.settings.optimizer.lr,
+            lr_min=self.settings.schedule.lr_min,
             max_steps=self.max_steps,
             warmup_steps=self.warmup_steps,
-            schedule=self.lr_schedule,
+            schedule=self.settings.schedule.decay,
             steps_per_epoch=self.steps_per_epoch,
         )
 
@@ -252,20 +201,22 @@ class Trainer:
                 f"is larger than the training set ({num_examples} examples)"
             )
 
-    def schedule(self, data_batch_size: int, num_examples: int, world_size: int) -> dict[str, Any]:
+    def resolved_schedule(self, data_batch_size: int, num_examples: int, world_size: int) -> dict[str, Any]:
         """The values the learning-rate schedule and the objective's warm-up are computed from, resolved to steps (the
         paper recipes count epochs; the loop counts steps). Saved in every checkpoint, so that a resume can tell when
         they changed."""
         global_batch = data_batch_size * world_size * self.accumulate
         steps_per_epoch = max(1, num_examples // global_batch)
+        schedule, warmup_epochs = self.settings.schedule, self.settings.schedule.warmup_epochs
         return {
             "max_steps": self.max_epochs * steps_per_epoch if self.max_epochs is not None else self.max_steps,
-            "warmup_steps": round(self.warmup_epochs * steps_per_epoch)
-            if self.warmup_epochs is not None
-            else self.warmup_steps,
-            "lr": self.lr,
-            "lr_min": self.lr_min,
-            "lr_schedule": self.lr_schedule,
+            "warmup_steps": round(warmup_epochs * steps_per_epoch)
+            if warmup_epochs is not None
+            else schedule.warmup_steps,
+            # the keys of the flat settings before they were grouped: checkpoints written then compare equal
+            "lr": self.settings.optimizer.lr,
+            "lr_min": schedule.lr_min,
+            "lr_schedule": schedule.decay,
             "global_batch": global_batch,
             "steps_per_epoch": steps_per_epoch,
         }
@@ -275,20 +226,20 @@ class Trainer:
     ) -> None:
         """Move to the device, apply the speed switches, wrap for multi-process training and build the
         optimiser: everything :meth:`train_step` needs (the benchmark uses this path too)."""
-        ctx = self.ctx
+        ctx, speed, opt = self.ctx, self.settings.speed, self.settings.optimizer
         model.to(self.device)
         objective.to(self.device)
         apply_speed_switches(
             model,
             self.device,
-            channels_last=self.channels_last,
-            compile_cells=self.compile_cells,
-            depthwise_weight_grad=self.depthwise_weight_grad,
-            keep_freed_memory=self.keep_freed_memory,
-            gradient_checkpointing=self.gradient_checkpointing,
-            bn_swish=self.bn_swish,
+            channels_last=speed.channels_last,
+            compile_cells=speed.compile_cells,
+            depthwise_weight_grad=speed.depthwise_weight_grad,
+            keep_freed_memory=speed.keep_freed_memory,
+            gradient_checkpointing=speed.gradient_checkpointing,
+            bn_swish=speed.bn_swish,
         )
-        self.schedule_values = self.schedule(data_batch_size, num_examples, ctx.world_size)
+        self.schedule_values = self.resolved_schedule(data_batch_size, num_examples, ctx.world_size)
         self.global_batch = self.schedule_values["global_batch"]
         self.steps_per_epoch = self.schedule_values["steps_per_epoch"]
         self.max_steps, self.warmup_steps = self.schedule_values["max_steps"], self.schedule_values["warmup_steps"]
@@ -298,24 +249,24 @@ class Trainer:
             synchronise_batch_norm(model)  # BN statistics of the global batch, as in NVAE's training
             ddp = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.find_unused_parameters,
+                find_unused_parameters=speed.find_unused_parameters,
             )  # fmt: skip
             self.view = ModelView(ddp)
             self._ddp = ddp
-        if self.param_groups:
-            defaults = {"lr": self.lr, "betas": self.betas, "eps": self.adamax_eps, "weight_decay": self.weight_decay}
-            self.optimizer = build_optimizer(model, self.param_groups, defaults, foreach=self.adamax_foreach)
+        if opt.param_groups:
+            defaults = {"lr": opt.lr, "betas": opt.betas, "eps": opt.eps, "weight_decay": opt.weight_decay}
+            self.optimizer = build_optimizer(model, opt.param_groups, defaults, foreach=speed.adamax_foreach)
         else:
             self.optimizer = torch.optim.Adamax(
-                model.parameters(), lr=self.lr, betas=self.betas, eps=self.adamax_eps, weight_decay=self.weight_decay,
-                foreach=self.adamax_foreach,
+                model.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay,
+                foreach=speed.adamax_foreach,
             )  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.clip_sets = clip_sets(model, self.param_groups, self.grad_clip)  # per optimiser group
-        self.ema = ExponentialMovingAverage(model, self.ema_decay) if self.ema_decay else None
-        group_ema = ema_keys(model, self.param_groups)
+        self.clip_sets = clip_sets(model, opt.param_groups, opt.grad_clip)  # per optimiser group
+        self.ema = ExponentialMovingAverage(model, opt.ema_decay) if opt.ema_decay else None
+        group_ema = ema_keys(model, opt.param_groups)
         if group_ema is not None:
-            warmup = any(g.get("ema_warmup") for g in self.param_groups if g.get("ema_decay") is not None)
+            warmup = any(g.get("ema_warmup") for g in opt.param_groups if g.get("ema_decay") is not None)
             self.ema = ExponentialMovingAverage(model, group_ema[0], keys=group_ema[1], warmup=warmup)
         self.data_generator = torch.Generator().manual_seed(seed + 1 + 7919 * ctx.rank)
         self.state = {"step": 0, "skipped_steps": 0, "rollbacks": 0, "lr_scale": 1.0}
@@ -333,7 +284,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for micro, x in enumerate(micro_batches):
-            if self.channels_last:
+            if self.settings.speed.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             # gradients are all-reduced once, on the last micro-batch of the step
             sync = self._ddp.no_sync() if ctx.enabled and micro < len(micro_batches) - 1 else nullcontext()
@@ -396,7 +347,7 @@ class Trainer:
             torch.manual_seed(seed + 7919 * ctx.rank)  # each rank draws its own latent noise
 
         writer = tensorboard_writer(run_dir / "tensorboard") if self.tensorboard and ctx.is_main else None
-        progress = progress_bar(self.progress and ctx.is_main, console)
+        progress = progress_bar(self.settings.logging.progress and ctx.is_main, console)
         metrics_file = open_metrics(run_dir / "metrics.jsonl", ctx.is_main)
         self._metrics_file, self._console = metrics_file, console
         with progress as bar, metrics_file:
@@ -432,7 +383,7 @@ class Trainer:
             self.view, self._ddp = self.model, None
 
     def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
-        model, ctx = self.model, self.ctx
+        model, ctx, logging = self.model, self.ctx, self.settings.logging
         state = self.state
         sampler = EpochBatchSampler(
             len(train_set),
@@ -447,7 +398,7 @@ class Trainer:
         loader = DataLoader(
             train_set,
             batch_sampler=sampler,
-            num_workers=self.num_workers,
+            num_workers=self.settings.speed.num_workers,
             generator=torch.Generator().manual_seed(seed + 2),
         )
         batches = iter(loader)
@@ -468,11 +419,11 @@ class Trainer:
             else:
                 state["skipped_steps"] += 1
                 consecutive_bad += 1
-                if consecutive_bad >= self.max_consecutive_bad_steps:
+                if consecutive_bad >= self.settings.recovery.max_consecutive_bad_steps:
                     self._rollback_or_stop(step, consecutive_bad, metrics_file)
             state["step"] = step + 1
 
-            if ctx.is_main and (state["step"] % self.log_every == 0 or state["step"] == self.max_steps):
+            if ctx.is_main and (state["step"] % logging.log_every == 0 or state["step"] == self.max_steps):
                 elapsed = time.perf_counter() - window_start
                 record = step_record(
                     metrics, loss, grad_norm, lr, state, ctx.world_size * window_images / max(elapsed, 1e-9)
@@ -484,11 +435,12 @@ class Trainer:
                 bar.update(task, loss=record["loss"], kl=record.get("kl"), rate=steps_per_s)
                 window_start, window_images = time.perf_counter(), 0
             bar.update(task, completed=state["step"])
-            if ctx.is_main and self.sample_every and state["step"] % self.sample_every == 0:
+            if ctx.is_main and logging.sample_every and state["step"] % logging.sample_every == 0:
                 self.save_samples(model, run_dir / f"samples_step_{state['step']:08d}.png", seed)
                 self.save_reconstructions(model, data, run_dir / f"reconstructions_step_{state['step']:08d}.png")
             # a checkpoint is a rollback target: never take one in the middle of a run of bad steps
-            if self.checkpoint_every and state["step"] % self.checkpoint_every == 0 and consecutive_bad == 0:
+            every = self.settings.checkpoints.every
+            if every and state["step"] % every == 0 and consecutive_bad == 0:
                 if ctx.is_main:
                     units = active_units(model, data.test_dataset())
                     if units is not None:
@@ -496,15 +448,15 @@ class Trainer:
                 self._save()
 
     def _rollback_or_stop(self, step: int, consecutive_bad: int, metrics_file) -> None:
-        found = list_checkpoints(self.ckpt_dir)
-        if self.state["rollbacks"] >= self.max_rollbacks or not found:
+        found, recovery = list_checkpoints(self.ckpt_dir), self.settings.recovery
+        if self.state["rollbacks"] >= recovery.max_rollbacks or not found:
             raise TrainingDiverged(
                 f"training diverged: {consecutive_bad} consecutive steps with a non-finite loss or gradient at step "
-                f"{step} after {self.state['rollbacks']} rollbacks; lower trainer.lr or set trainer.grad_clip"
+                f"{step} after {self.state['rollbacks']} rollbacks; lower trainer.optimizer.lr or set trainer.optimizer.grad_clip"
             )
         skipped, rollbacks, lr_scale = self.state["skipped_steps"], self.state["rollbacks"] + 1, self.state["lr_scale"]
         self._restore(found[-1][1])
-        self.state.update(skipped_steps=skipped, rollbacks=rollbacks, lr_scale=lr_scale * self.rollback_lr_factor)
+        self.state.update(skipped_steps=skipped, rollbacks=rollbacks, lr_scale=lr_scale * recovery.rollback_lr_factor)
         metrics_file.drop_after(self.state["step"])  # the steps about to be replayed are recorded once, when replayed
         event = {"step": step, "event": "rollback", "to_step": self.state["step"], "lr_scale": self.state["lr_scale"]}
         write_record(metrics_file, event)
@@ -549,7 +501,7 @@ class Trainer:
             if final:
                 raise CheckpointWriteFailed(message) from exc
             return
-        prune_checkpoints(self.ckpt_dir, self.keep_last)
+        prune_checkpoints(self.ckpt_dir, self.settings.checkpoints.keep_last)
         barrier(self.ctx)
 
     def _restore(self, path: Path) -> None:
@@ -576,14 +528,16 @@ class Trainer:
 
     # -- images --------------------------------------------------------------------------------
     def save_samples(self, model: GenerativeModel, path: Path, seed: int) -> None:
-        images.save_samples(model, path, seed, self.num_samples, self.sample_temperature)
+        logging = self.settings.logging
+        images.save_samples(model, path, seed, logging.num_samples, logging.sample_temperature)
 
     def save_reconstructions(self, model: GenerativeModel, data: DataModule, path: Path, n: int = 8) -> None:
         """Test images (odd rows) above their reconstructions (even rows)."""
         images.save_reconstructions(model, data, path, self.device, n)
 
     def test(self, model: GenerativeModel, data: DataModule, seed: int = 0):
-        return evaluate(model, data.test_dataset(), k=self.eval_k, batch_size=self.eval_batch_size, seed=seed)
+        evaluation = self.settings.evaluation
+        return evaluate(model, data.test_dataset(), k=evaluation.k, batch_size=evaluation.batch_size, seed=seed)
 
 
 def init_from_saved(model: GenerativeModel, source: str) -> list[str]:
