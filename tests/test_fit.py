@@ -76,7 +76,7 @@ def test_recipe_overlays_compose_left_to_right(tmp_path, capsys):
         == 0
     )
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["trainer"]["max_steps"] == 9 and printed["trainer"]["lr"] == 0.25
+    assert printed["trainer"]["max_steps"] == 9 and printed["trainer"]["optimizer"]["lr"] == 0.25
     assert printed["objective"]["class_path"].endswith("ELBO")
 
 

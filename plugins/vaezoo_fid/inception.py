@@ -129,7 +129,8 @@ def random_weights_file() -> Path:
 
     folder = Path(tempfile.mkdtemp(prefix="vaezoo-inception-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    with torch.random.fork_rng():
+    # on the CPU whatever the caller's default device (a file of meta tensors would hold no weights, and it is cached)
+    with torch.random.fork_rng(), torch.device("cpu"):
         torch.manual_seed(0)
         net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
     path = folder / "random-inception.pth"
