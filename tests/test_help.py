@@ -57,7 +57,8 @@ def test_every_trainer_option_has_a_description(capsys, monkeypatch):
 
 
 def _commands() -> list[tuple[str, ...]]:
-    return [("data", "prepare") if name == "data" else (name,) for name in command_modules()] + [("data", "verify")]
+    data = [("data", "verify"), ("data", "download")]
+    return [("data", "prepare") if name == "data" else (name,) for name in command_modules()] + data
 
 
 @pytest.mark.parametrize("argv", _commands(), ids=" ".join)

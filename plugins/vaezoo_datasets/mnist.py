@@ -20,6 +20,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vaezoo.data.arrays import UInt8Images
+from vaezoo.data.download import Archive
+from vaezoo.data.download import download as download_archives
 from vaezoo.data.transforms import dynamic_binarize
 from vaezoo.errors import ConfigError
 from vaezoo.interfaces import DataModule, Example
@@ -29,7 +31,20 @@ from .formats import FILES
 _HINT = (
     "Expected the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
     "t10k-labels-idx1-ubyte, each optionally .gz) in ROOT/MNIST/raw, the layout of "
-    "torchvision.datasets.MNIST(ROOT, download=True); the files are at https://yann.lecun.com/exdb/mnist/"
+    "torchvision.datasets.MNIST(ROOT, download=True) or `vaezoo data download MNIST ROOT`; the files are at "
+    "https://yann.lecun.com/exdb/mnist/"
+)
+
+#: torchvision's addresses of the four files (its MNIST.mirrors), with their md5
+_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+_ARCHIVES = tuple(
+    Archive(f"{FILES[key]}.gz", md5, tuple(f"{mirror}{FILES[key]}.gz" for mirror in _MIRRORS), folder="MNIST/raw")
+    for key, md5 in (
+        ("train_images", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        ("train_labels", "d53e105ee54ea40749a09fcbcd1e9432"),
+        ("test_images", "9fb629c4189551a2d022fa330f9573f3"),
+        ("test_labels", "ec29112dd5afa0611ce80d1b7f02629c"),
+    )
 )
 
 
@@ -69,6 +84,11 @@ def find_mnist_files(root: Path) -> dict[str, Path]:
 class MNIST(DataModule):
     """MNIST from torchvision's IDX files: padded to 32x32, dynamically binarised training, a fixed-seed binarised test set."""
 
+    source_hint = _HINT
+    # the four .gz files in torchvision's layout, decompressed beside them as torchvision does
+    archives = _ARCHIVES
+    archive_folder = "MNIST/raw"
+
     def __init__(
         self,
         root: str,
@@ -76,12 +96,24 @@ class MNIST(DataModule):
         pad: int = 2,
         binarize: bool = True,
         test_binarization_seed: int = 1234,
+        download: bool = False,
     ) -> None:
+        """
+        Args:
+            root: the folder holding MNIST/raw (torchvision's layout), raw/ or the four IDX files.
+            pad: zeros around the 28x28 digits (NVAE pads by 2 to 32x32).
+            binarize: dynamically binarised training batches and a fixed-seed binarised test set; false: grey levels.
+            test_binarization_seed: seed of the test set's one binarisation.
+            download: fetch the four files into ROOT/MNIST/raw first when they are not there (md5-checked; from
+                $VAEZOO_DATA_MIRROR when set), as `vaezoo data download MNIST ROOT` does.
+        """
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         if pad < 0:
             raise ConfigError(f"data.pad must be 0 or more, got {pad}")
         self.root = Path(root).expanduser()
+        if download:
+            download_archives(type(self), self.root)
         self.files = find_mnist_files(self.root)
         self.batch_size = batch_size
         self.pad = pad

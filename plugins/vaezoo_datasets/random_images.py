@@ -13,6 +13,8 @@ from vaezoo.interfaces import DataModule, Example
 class RandomImages(DataModule):
     """``num_examples`` uniformly random images (fixed seed), quantised to ``num_bits`` levels."""
 
+    source_hint = "It draws its images from a seeded generator: there is nothing to download"
+
     def __init__(
         self, image_shape: tuple[int, int, int] = (3, 32, 32), num_examples: int = 512, batch_size: int = 32,
         num_bits: int = 8, binary: bool = False, seed: int = 0,

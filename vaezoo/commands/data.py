@@ -1,9 +1,10 @@
-"""``vaezoo data prepare NAME SOURCE DEST`` and ``vaezoo data verify DEST``.
+"""``vaezoo data prepare NAME SOURCE DEST``, ``vaezoo data verify DEST`` and ``vaezoo data download NAME ROOT``.
 
 ``prepare`` builds the LMDB pair (``train.lmdb``, ``validation.lmdb``, the official NVAE layout), the
 split lists and ``manifest.json`` (counts, sha256 of every file) of a preparable data set, atomically, with a
 progress bar per split on a terminal (:mod:`vaezoo.progress`); ``verify`` checks a prepared folder against its
-manifest.
+manifest; ``download`` fetches the public archives of a data set that has them into ROOT, md5-checked and
+atomically (:mod:`vaezoo.data.download`), with a byte-count bar on a terminal.
 """
 
 from __future__ import annotations
@@ -11,21 +12,31 @@ from __future__ import annotations
 import time
 
 NAME = "data"
-HELP = "Prepare data sets as LMDBs with checksums (prepare NAME SOURCE DEST) and verify them (verify DEST)."
+HELP = (
+    "Download the data sets that have a public archive (download NAME ROOT), prepare data sets as LMDBs with "
+    "checksums (prepare NAME SOURCE DEST) and verify them (verify DEST)."
+)
 
 
 def add_arguments(parser) -> None:
+    from ..data.download import MIRROR_ENV, downloadable_datasets
     from ..data.prepare import preparable_datasets
 
     names = ", ".join(preparable_datasets()) or "none registered"
+    downloadable = ", ".join(downloadable_datasets()) or "none registered"
     # one level of subcommands: the CLI adds each command's arguments before attaching it, which jsonargparse
     # forbids for nested subcommands, so the action is a positional choice and its operands follow it
-    parser.add_argument("action", choices=["prepare", "verify"], help="prepare NAME SOURCE DEST | verify DEST")
+    parser.add_argument(
+        "action",
+        choices=["prepare", "verify", "download"],
+        help="prepare NAME SOURCE DEST | verify DEST | download NAME ROOT",
+    )
     parser.add_argument(
         "operands",
         type=str,
         nargs="+",
-        help=f"prepare: NAME ({names}), SOURCE (the data set's files), DEST (a new folder); verify: DEST",
+        help=f"prepare: NAME ({names}), SOURCE (the data set's files), DEST (a new folder); verify: DEST; "
+        f"download: NAME ({downloadable}), ROOT (the data module's root; ${MIRROR_ENV}=URL fetches from a mirror)",
     )
     parser.add_argument(
         "--image_size",
@@ -48,14 +59,35 @@ def add_arguments(parser) -> None:
 def run(cfg) -> int:
     from ..errors import VaezooError
 
-    expected = {"prepare": ("NAME", "SOURCE", "DEST"), "verify": ("DEST",)}[cfg.action]
+    expected = {"prepare": ("NAME", "SOURCE", "DEST"), "verify": ("DEST",), "download": ("NAME", "ROOT")}[cfg.action]
     if len(cfg.operands) != len(expected):
         raise VaezooError(
             f"usage: vaezoo data {cfg.action} {' '.join(expected)} (got {len(cfg.operands)} operands: {' '.join(cfg.operands)})"
         )
     if cfg.action == "verify":
         return _verify(cfg.operands[0])
+    if cfg.action == "download":
+        return _download(*cfg.operands)
     return _prepare(cfg, *cfg.operands)
+
+
+def _download(name: str, root: str) -> int:
+    from ..data.download import dataset_class, download
+    from ..progress import new_progress
+
+    cls = dataset_class(name)
+    started = time.perf_counter()
+    with new_progress(transfer=True) as progress:
+        result = download(cls, root, progress=progress)
+    data = cls(root=root).describe()
+    if not result.downloaded:
+        print(f"{cls.__name__}: already in {root}, nothing downloaded: {data}")
+        return 0
+    print(
+        f"{cls.__name__}: {len(result.files)} files ({result.size_bytes / 1e6:.1f} MB, md5 verified) -> {result.folder} in "
+        f"{time.perf_counter() - started:.1f} s: {data}"
+    )
+    return 0
 
 
 def _prepare(cfg, name: str, source: str, dest: str) -> int:

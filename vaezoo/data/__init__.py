@@ -1,5 +1,5 @@
 """The data machinery that data-set plugins share: image pipelines and transforms, LMDB reading and preparation,
-folder splits and array-backed datasets. The data modules themselves are defined and registered by the
+folder splits, array-backed datasets and the download of public archives. The data modules themselves are defined and registered by the
 ``datasets`` plugin (:mod:`vaezoo_datasets`); see docs/datasets.md.
 """
 
