@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 
@@ -26,6 +27,7 @@ from vaezoo.evaluation.sample_quality import (
     FeatureStatistics,
     frechet_distance,
     kernel_distance,
+    precision_recall,
     reference_statistics,
     statistics_distance,
 )
@@ -116,6 +118,37 @@ def test_kid_equals_the_unbiased_mmd_by_pairs():
     mean, spread, size = kernel_distance(torch.from_numpy(x), torch.from_numpy(y), subsets=3, subset_size=50)
     assert size == 12 and spread == pytest.approx(0, abs=1e-12)  # every subset is the whole set: one value
     assert mean == pytest.approx(numpy_mmd(x, y), rel=1e-10)
+
+
+def precision_recall_by_pairs(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
+    """Improved precision/recall from its definition, pair by pair: a row's radius is the k-th smallest distance to
+    the other rows of its set; a row is covered when it is within the radius of some row of the other set."""
+
+    def radii(rows):
+        return [sorted(math.dist(r, s) for j, s in enumerate(rows) if j != i)[k - 1] for i, r in enumerate(rows)]
+
+    def covered(points, centres, radius):
+        return sum(any(math.dist(p, c) <= rad for c, rad in zip(centres, radius, strict=True)) for p in points)
+
+    return covered(fake, real, radii(real)) / len(fake), covered(real, fake, radii(fake)) / len(real)
+
+
+def test_precision_recall_equals_its_definition_pair_by_pair():
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(40, 3)), rng.normal(size=(30, 3)) * 0.8 + 0.9
+    for k in (1, 3, 5):
+        got = precision_recall(torch.from_numpy(real), torch.from_numpy(fake), k=k, chunk=7)  # chunks of odd size
+        expected = precision_recall_by_pairs(real, fake, k)
+        assert got == pytest.approx(expected, abs=1e-12), k
+        assert 0 < got[0] < 1 and 0 < got[1] < 1  # a case where both are informative
+    # samples that are the data are all real and cover all of it; samples far away are neither
+    assert precision_recall(torch.from_numpy(real), torch.from_numpy(real)) == (1.0, 1.0)
+    assert precision_recall(torch.from_numpy(real), torch.from_numpy(real + 100.0)) == (0.0, 0.0)
+    # a sample exactly at a real row's radius lies in its ball (the manifold's balls are closed)
+    line = torch.tensor([[0.0], [1.0], [2.0], [3.0]], dtype=torch.float64)  # each radius 1 with k = 1
+    assert precision_recall(line, torch.tensor([[4.0], [10.0]], dtype=torch.float64), k=1) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="more than 3 feature rows"):
+        precision_recall(torch.zeros(3, 2), torch.zeros(10, 2))
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +248,7 @@ def model_dir(tmp_path_factory):
 
 def test_evaluate_fd_digits_equals_an_independent_computation(model_dir, mnist, digits, tmp_path, capsys):
     out = tmp_path / "fd.json"
-    args = ["evaluate", str(model_dir), "--data", "BundledMNIST", "--metrics", "fd_digits,kid_digits",
+    args = ["evaluate", str(model_dir), "--data", "BundledMNIST", "--metrics", "fd_digits,kid_digits,prc_digits",
             "--n_samples", "100", "--batch_size", "64", "--temperature", "0.8", "--seed", "3", "--reference", "test",
             "--out", str(out)]  # fmt: skip
     assert main(args) == 0
@@ -238,6 +271,11 @@ def test_evaluate_fd_digits_equals_an_independent_computation(model_dir, mnist, 
     assert record["value"] == pytest.approx(scipy_fd(generated, reference), rel=1e-6)
     kid = figures["kid_digits"]
     assert kid["subset_size"] == 100 and kid["subsets"] == 100
+    # precision/recall of the same samples against the 500 test digits, by the definition
+    prc = figures["prc_digits"]
+    assert (prc["precision"], prc["recall"]) == pytest.approx(precision_recall_by_pairs(reference, generated, 3),
+                                                              abs=1e-9)  # fmt: skip
+    assert "precision " in printed and "Kynkaanniemi" in prc["label"] and prc["k"] == 3
     # the second run reads the cached reference statistics and gives the same figure
     assert main([*args, "--metrics", "fd_digits"]) == 0
     assert "(cached statistics)" in capsys.readouterr().out

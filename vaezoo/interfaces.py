@@ -584,7 +584,7 @@ class FeatureExtractor(nn.Module, Component):
     ``forward`` maps images in [0, 1], ``[N, C, H, W]`` of a model's image shape, to float32 features
     ``[N, feature_dim]``; bringing the images to the network's input (resizing, channels, quantisation) is the
     extractor's own rule, named by :meth:`protocol`. A Fréchet distance in its features is reported as ``metric``
-    (KID as ``kid_metric``), described by ``label``: figures compare only between the same extractor, weights and
+    (KID as ``kid_metric``, precision and recall as ``prc_metric``), described by ``label``: figures compare only between the same extractor, weights and
     rule.
     """
 
@@ -593,6 +593,8 @@ class FeatureExtractor(nn.Module, Component):
     metric: ClassVar[str] = ""
     #: the name of the kernel (KID) distance in these features, or None when not offered
     kid_metric: ClassVar[str | None] = None
+    #: the name of improved precision and recall in these features, or None when not offered
+    prc_metric: ClassVar[str | None] = None
     #: what the figure is, printed beside it (e.g. "not comparable with Inception FID")
     label: ClassVar[str] = ""
     feature_dim: int

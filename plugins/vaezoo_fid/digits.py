@@ -90,6 +90,7 @@ class DigitClassifier(FeatureExtractor):
 
     metric = "fd_digits"
     kid_metric = "kid_digits"
+    prc_metric = "prc_digits"
     label = "Fréchet distance in digit-classifier features (not comparable with Inception FID)"
     feature_dim = DigitNet.feature_dim
 

@@ -62,6 +62,7 @@ class InceptionV3(FeatureExtractor):
 
     metric = "fid"
     kid_metric = "kid"
+    prc_metric = "prc"
     label = "FID: Fréchet distance in the pool features of the FID Inception-v3 (2015-12-05 graph)"
     feature_dim = 2048
 

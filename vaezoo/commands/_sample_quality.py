@@ -1,7 +1,7 @@
-"""The sample-quality part of ``vaezoo evaluate``: ``--metrics fid,kid,fd_digits`` and the options of their protocol.
+"""The sample-quality part of ``vaezoo evaluate``: ``--metrics fid,kid,prc,fd_digits`` and the options of their protocol.
 
-A metric name comes from a registered feature extractor (its ``metric``: the Fréchet distance in its features, or
-its ``kid_metric``); ``likelihood`` is the test ELBO and IW-NLL. Extractors are opened before the model, so a missing
+A metric name comes from a registered feature extractor (its ``metric``: the Fréchet distance in its features, its
+``kid_metric`` or its ``prc_metric``: improved precision and recall); ``likelihood`` is the test ELBO and IW-NLL. Extractors are opened before the model, so a missing
 weights file is refused in one line within seconds, before anything is computed or written.
 """
 
@@ -17,15 +17,17 @@ from ..errors import VaezooError
 from ..evaluation.sample_quality import (
     KID_SUBSET_SIZE,
     KID_SUBSETS,
+    PRC_NEIGHBOURS,
     generated_features,
     kernel_distance,
+    precision_recall,
     reference_statistics,
     statistics_distance,
 )
 from ..registry import unknown_name_message
 
 LIKELIHOOD = "likelihood"
-#: feature rows kept per side for KID (its subsets are drawn from these)
+#: feature rows kept per side for KID (its subsets are drawn from these) and for precision/recall
 KID_MAX_ROWS = 10_000
 
 
@@ -33,7 +35,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--metrics", type=str, default=LIKELIHOOD,
         help="comma-separated: likelihood (test ELBO and IW-NLL), and sample-quality metrics of the registered feature "
-        "extractors (vaezoo list feature_extractor): fd_digits, kid_digits, fid, kid",
+        "extractors (vaezoo list feature_extractor): fd_digits, kid_digits, prc_digits, fid, kid, prc",
     )  # fmt: skip
     parser.add_argument("--n_samples", type=int, default=50_000, help="samples generated for sample-quality metrics")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of those samples")
@@ -72,6 +74,8 @@ def plan(cfg) -> SampleQuality:
         offered[entry.target.metric] = (entry.target, "fd")
         if entry.target.kid_metric:
             offered[entry.target.kid_metric] = (entry.target, "kid")
+        if entry.target.prc_metric:
+            offered[entry.target.prc_metric] = (entry.target, "prc")
     wanted: dict[type, list[tuple[str, str]]] = {}
     for name in dict.fromkeys(names):
         if name == LIKELIHOOD:
@@ -119,7 +123,7 @@ def run(cfg, quality: SampleQuality, model, data, data_spec, console) -> list[di
     for extractor, metrics in quality.extractors:
         extractor.to(model.device)
         protocol = extractor.protocol()
-        kid = any(what == "kid" for _, what in metrics)
+        kid = any(what in ("kid", "prc") for _, what in metrics)  # both need feature rows, not only sums
         started = time.perf_counter()
         reference = reference_statistics(
             dataset, extractor, data_identity=identity, split=cfg.reference, batch_size=cfg.batch_size,
@@ -136,6 +140,14 @@ def run(cfg, quality: SampleQuality, model, data, data_spec, console) -> list[di
             record: dict[str, Any] = {"metric": name, "label": extractor.label}
             if what == "fd":
                 record["value"] = statistics_distance(generated, reference.stats)
+            elif what == "prc":
+                precision, recall = precision_recall(reference.features, kept, PRC_NEIGHBOURS)
+                record.update(
+                    precision=precision, recall=recall, k=PRC_NEIGHBOURS,
+                    label=f"improved precision and recall (Kynkaanniemi et al. 2019, k = {PRC_NEIGHBOURS}) in the "
+                    f"features of {protocol['name']}",
+                    kid_rows=f"the first {len(kept)} generated and {len(reference.features)} reference feature rows",
+                )  # fmt: skip
             else:
                 value, spread, size = kernel_distance(kept, reference.features, KID_SUBSETS, KID_SUBSET_SIZE, cfg.seed)
                 record.update(
@@ -164,6 +176,8 @@ def run(cfg, quality: SampleQuality, model, data, data_spec, console) -> list[di
 
 
 def _format(record: dict) -> str:
+    if "precision" in record:
+        return f"precision {record['precision']:.4f}, recall {record['recall']:.4f}"
     if "std" in record:
         return f"{record['value']:.6g} +- {record['std']:.2g}"
     return f"{record['value']:.6g}"
@@ -180,6 +194,8 @@ def describe_protocol(record: dict) -> str:
     kid = (
         f"; {record['subsets']} subsets of {record['subset_size']}, {record['kid_rows']}" if "subsets" in record else ""
     )
+    if "precision" in record:
+        kid = f"; {record['kid_rows']}"
     return (
         f"{record['feature_extractor']} (weights {record['extractor_weights']}, sha256 {record['extractor_sha256'][:16]}); "
         f"features: {record['features']}; resize: {record['resize']}; {record['n_generated']:,} samples at temperature "

@@ -1,9 +1,9 @@
-"""Sample quality: the Fréchet distance and the kernel (KID) distance between a model's samples and a reference
-set, in the features of a registered feature extractor (:class:`vaezoo.interfaces.FeatureExtractor`).
+"""Sample quality: the Fréchet distance, the kernel (KID) distance and precision/recall between a model's samples and
+a reference set, in the features of a registered feature extractor (:class:`vaezoo.interfaces.FeatureExtractor`).
 
 Features are streamed: samples are drawn and scored batch by batch, and only float64 sums are kept (the count, the
-sum of the features and the sum of their outer products), so no image set is ever held in memory; KID keeps at most
-``keep`` feature rows per side. Sums add exactly across processes (:meth:`FeatureStatistics.all_reduce`), so the
+sum of the features and the sum of their outer products), so no image set is ever held in memory; KID and
+precision/recall keep at most ``keep`` feature rows per side. Sums add exactly across processes (:meth:`FeatureStatistics.all_reduce`), so the
 mean and covariance of n samples split over any number of ranks are those of the n samples at once (rather than
 the average of per-rank covariances, which depends on the number of ranks).
 
@@ -36,6 +36,8 @@ REFERENCE_DIR = "reference_statistics"
 CACHE_FORMAT = "vaezoo-reference-statistics-1"
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
+#: the neighbour whose distance sets a feature row's radius in precision/recall (the paper's k)
+PRC_NEIGHBOURS = 3
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,6 +148,42 @@ def kernel_distance(
         values.append(float(within - 2 * k_xy.mean()))
     spread = torch.tensor(values, dtype=torch.float64)
     return float(spread.mean()), float(spread.std(unbiased=False)), m
+
+
+def _kth_neighbour_radii(features: Tensor, k: int, chunk: int) -> Tensor:
+    """Each row's distance to its ``k``-th nearest other row (the radius of its ball in the manifold estimate)."""
+    radii = []
+    for start in range(0, len(features), chunk):
+        distances = torch.cdist(features[start : start + chunk], features)
+        # the k+1 smallest include the row's own distance 0
+        radii.append(distances.topk(k + 1, dim=1, largest=False).values[:, k])
+    return torch.cat(radii)
+
+
+def _covered(points: Tensor, centres: Tensor, radii: Tensor, chunk: int) -> Tensor:
+    """For each point, whether it lies in at least one ball (``centres``, ``radii``), boundary included."""
+    inside = []
+    for start in range(0, len(points), chunk):
+        distances = torch.cdist(points[start : start + chunk], centres)
+        inside.append((distances <= radii[None, :]).any(dim=1))
+    return torch.cat(inside)
+
+
+def precision_recall(
+    real: Tensor, generated: Tensor, k: int = PRC_NEIGHBOURS, chunk: int = 1024
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019): each set's manifold is the union of balls
+    around its feature rows, of radius the distance to the row's ``k``-th nearest neighbour in its own set (k = 3 in
+    the paper). Precision is the fraction of generated rows inside the real manifold (how many samples look real),
+    recall the fraction of real rows inside the generated manifold (how much of the data the samples cover). Float64
+    distances, computed ``chunk`` rows at a time."""
+    a, b = real.to(torch.float64), generated.to(torch.float64)
+    if min(len(a), len(b)) <= k:
+        raise ValueError(f"precision/recall with k = {k} needs more than {k} feature rows per side, got {len(a)} "
+                         f"and {len(b)}")  # fmt: skip
+    precision = _covered(b, a, _kth_neighbour_radii(a, k, chunk), chunk).double().mean()
+    recall = _covered(a, b, _kth_neighbour_radii(b, k, chunk), chunk).double().mean()
+    return float(precision), float(recall)
 
 
 # ---------------------------------------------------------------------------------------------------------------
