@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 import time
 import warnings
 
@@ -32,6 +36,12 @@ from vaezoo.evaluation.sample_quality import (
     statistics_distance,
 )
 from vaezoo.hub.store import vaezoo_home
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
@@ -321,3 +331,37 @@ def test_inception_loads_a_user_file_with_the_fid_rules(tmp_path):
     (tmp_path / "text.pth").write_text("not weights")
     with pytest.raises(VaezooError, match="not a readable Inception state dict"):
         InceptionV3(str(tmp_path / "text.pth"))
+
+
+def test_evaluate_under_two_processes_splits_the_samples_and_adds_their_features(model_dir, mnist, digits, tmp_path):
+    """Two processes with torchrun's environment (gloo): each draws its half of the samples from its own stream (seed
+    + 1000003 x rank) and the figures are those of the union, computed once by rank 0, which alone writes --out."""
+    out = tmp_path / "two.json"
+    port = _free_port()
+    command = [sys.executable, "-m", "vaezoo", "evaluate", str(model_dir), "--data", "BundledMNIST",
+               "--metrics", "fd_digits,prc_digits", "--n_samples", "50", "--batch_size", "16", "--seed", "3",
+               "--reference", "test", "--out", str(out)]  # fmt: skip
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "VAEZOO_HOME": str(tmp_path / "home")}  # fmt: skip
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "fd_digits = " in outputs[0] and outputs[1].strip() == ""  # rank 1 prints nothing
+    payload = json.loads(out.read_text())
+    figures = {r["metric"]: r for r in payload["sample_quality"]}
+    assert payload["processes"] == 2 and figures["fd_digits"]["n_generated"] == 50
+    # the same 25 + 25 samples drawn by hand, each rank's in batches of 16 and 9
+    model = vaezoo.load(f"local-dir:{model_dir}")
+    with torch.no_grad():
+        shares = []
+        for rank in range(2):
+            torch.manual_seed(3 + 1_000_003 * rank)
+            shares.append(torch.cat([model.sample(n, temperature=1.0) for n in (16, 9)]))
+        generated = digits(torch.cat(shares)).double().numpy()
+        reference = digits(mnist[1][0]).double().numpy()
+    assert figures["fd_digits"]["value"] == pytest.approx(scipy_fd(generated, reference), rel=1e-6)
+    prc = figures["prc_digits"]
+    assert (prc["precision"], prc["recall"]) == pytest.approx(precision_recall_by_pairs(reference, generated, 3),
+                                                              abs=1e-9)  # fmt: skip

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ..errors import VaezooError
 from ..evaluation.sample_quality import (
@@ -22,6 +23,7 @@ from ..evaluation.sample_quality import (
     kernel_distance,
     precision_recall,
     reference_statistics,
+    shard_size,
     statistics_distance,
 )
 from ..registry import unknown_name_message
@@ -103,9 +105,30 @@ def plan(cfg) -> SampleQuality:
     return SampleQuality(LIKELIHOOD in names, [(cls.open(cfg.fid_weights), metrics) for cls, metrics in wanted.items()])
 
 
-def run(cfg, quality: SampleQuality, model, data, data_spec, console) -> list[dict[str, Any]]:
-    """Every requested sample-quality figure with its protocol, printed and returned (for ``--out``)."""
+def _gather_rows(rows: Tensor | None, wanted: int, ctx) -> Tensor | None:
+    """Every rank's kept feature rows, in rank order (each rank kept its share of ``wanted``); None without rows."""
+    from ..training.distributed import all_gather_tensors
+
+    if not ctx.enabled or rows is None:
+        return rows
+    longest = shard_size(wanted, 0, ctx.world_size)
+    padded = torch.zeros(longest, rows.shape[1], dtype=rows.dtype)
+    padded[: len(rows)] = rows
+    gathered = all_gather_tensors(padded, ctx)
+    return torch.cat([g[: shard_size(wanted, r, ctx.world_size)] for r, g in enumerate(gathered)])
+
+
+def run(cfg, quality: SampleQuality, model, data, data_spec, console, ctx=None) -> list[dict[str, Any]]:
+    """Every requested sample-quality figure with its protocol, printed and returned (for ``--out``).
+
+    Under torchrun (``ctx`` of several processes) each rank draws its share of the samples from its own seeded stream
+    and scores them; the feature sums are added across ranks (exactly) and the kept rows gathered in rank order, and
+    rank 0 alone computes the reference statistics (and writes their cache), the figures and the output. Ranks other
+    than 0 return no figures."""
     from ..config import namespace_to_dict
+    from ..training.distributed import DistributedContext
+
+    ctx = ctx or DistributedContext()
 
     if not quality.extractors:
         return []
@@ -125,17 +148,25 @@ def run(cfg, quality: SampleQuality, model, data, data_spec, console) -> list[di
         protocol = extractor.protocol()
         kid = any(what in ("kid", "prc") for _, what in metrics)  # both need feature rows, not only sums
         started = time.perf_counter()
-        reference = reference_statistics(
-            dataset, extractor, data_identity=identity, split=cfg.reference, batch_size=cfg.batch_size,
-            keep=KID_MAX_ROWS if kid else 0, device=model.device,
-        )  # fmt: skip
-        for note in reference.notes:
-            console.print(f"[yellow]note[/]: {note}")
+        reference = None
+        if ctx.is_main:  # one rank reads or writes the cache
+            reference = reference_statistics(
+                dataset, extractor, data_identity=identity, split=cfg.reference, batch_size=cfg.batch_size,
+                keep=KID_MAX_ROWS if kid else 0, device=model.device,
+            )  # fmt: skip
+            for note in reference.notes:
+                console.print(f"[yellow]note[/]: {note}")
+        wanted = min(cfg.n_samples, KID_MAX_ROWS) if kid else 0
         generated, kept = generated_features(
             model, extractor, cfg.n_samples, batch_size=cfg.batch_size, temperature=cfg.temperature,
-            decoder_output=cfg.decoder_output, seed=cfg.seed, keep=min(cfg.n_samples, KID_MAX_ROWS) if kid else 0,
+            decoder_output=cfg.decoder_output, seed=cfg.seed, keep=shard_size(wanted, ctx.rank, ctx.world_size),
+            rank=ctx.rank, world_size=ctx.world_size,
         )  # fmt: skip
+        generated.all_reduce(model.device)  # the sums of every rank's samples (nothing in one process)
+        kept = _gather_rows(kept, wanted, ctx)
         seconds = time.perf_counter() - started
+        if not ctx.is_main:
+            continue
         for name, what in metrics:
             record: dict[str, Any] = {"metric": name, "label": extractor.label}
             if what == "fd":

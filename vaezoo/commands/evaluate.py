@@ -65,22 +65,34 @@ def run(cfg) -> int:
         raise VaezooError(f"--max_batch must be positive, got {cfg.max_batch}")
     check_device(cfg.device, "--device")
     quality = _sample_quality.plan(cfg)  # opens the feature extractors: a missing weights file stops here
-    began = now()
-    model, data_spec = open_model(cfg.model, cfg.device)
-    data = build_data(data_spec, cfg.data, model)
-    check_data_fits(model, data, "--data" if cfg.data is not None else "the run's data")
-    console = Console(soft_wrap=True)
-    payload = _likelihood(cfg, model, data, console) if quality.likelihood else {"model": cfg.model}
-    figures = _sample_quality.run(cfg, quality, model, data, data_spec, console)
-    if cfg.out:
-        payload = {
-            **payload,
-            **({"sample_quality": figures} if figures else {}),
-            "provenance": finished(provenance(started=began)),
-            # the record of the run that trained the model, when its folder has one (vaezoo fit writes it)
-            "model_provenance": getattr(getattr(model, "card", None), "provenance", None),
-        }
-        atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
+    from ..training.distributed import barrier, init_from_environment, shutdown
+
+    ctx, device = init_from_environment(cfg.device)  # under torchrun: one process group, samples split across ranks
+    try:
+        began = now()
+        model, data_spec = open_model(cfg.model, str(device))
+        data = build_data(data_spec, cfg.data, model)
+        check_data_fits(model, data, "--data" if cfg.data is not None else "the run's data")
+        console = Console(soft_wrap=True, quiet=not ctx.is_main)
+        # the likelihood metrics run on rank 0 (the test set is small next to the samples); the others wait
+        likelihood = quality.likelihood and ctx.is_main
+        payload = _likelihood(cfg, model, data, console) if likelihood else {"model": cfg.model}
+        barrier(ctx)
+        figures = _sample_quality.run(cfg, quality, model, data, data_spec, console, ctx)
+        if cfg.out and ctx.is_main:
+            payload = {
+                **payload,
+                **({"sample_quality": figures} if figures else {}),
+                "provenance": finished(provenance(started=began)),
+                # the record of the run that trained the model, when its folder has one (vaezoo fit writes it)
+                "model_provenance": getattr(getattr(model, "card", None), "provenance", None),
+            }
+            if ctx.enabled:
+                payload["processes"] = ctx.world_size
+            atomic_write_text(Path(cfg.out), json.dumps(payload, indent=2) + "\n")
+        shutdown(together=True)
+    finally:
+        shutdown()
     return 0
 
 
