@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from vaezoo import hookimpl
 from vaezoo.errors import RegistryError
 from vaezoo.interfaces import (
     INTERFACES,
@@ -21,8 +22,16 @@ from vaezoo.interfaces import (
     UnconditionalPrior,
     VectorPosterior,
 )
+from vaezoo.plugins import get_registry, plugin
 from vaezoo.registry import Registry
-from vaezoo.testing import ContractError, check_component, check_entry, check_registration, plugin_entries
+from vaezoo.testing import (
+    ContractError,
+    check_component,
+    check_entry,
+    check_preset,
+    check_registration,
+    plugin_entries,
+)
 from vaezoo.testing.doubles import ConcatCombiner, ConvCell, ConvNormalPrior, ZeroNormalPrior
 
 
@@ -159,9 +168,27 @@ class _ConditionalWithoutChannels(ConditionalPrior):
         return Example(build=cls)
 
 
+class _UntypedCell(Cell):
+    def __init__(self, in_channels, out_channels, stride: int = 1) -> None:  # noqa: ANN001 - the point of the test
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+    @classmethod
+    def example(cls):
+        return Example(build=lambda: cls(1, 1))
+
+
 @pytest.mark.parametrize(
     ("kind", "cls", "message"),
     [
+        (
+            "cell",
+            _UntypedCell,
+            r"^cell '_UntypedCell' \(plugin 'p'\): _UntypedCell: its constructor's arguments in_channels, out_channels "
+            r"have no type hint \(recipes need one for every argument without a default, e\.g\. in_channels: int\)$",
+        ),
         (
             "combiner",
             _CombinerWithStride,
@@ -203,3 +230,43 @@ def test_each_built_in_prior_and_posterior_fills_one_kind_of_slot():
         "ResidualNormalPosterior",
     ]
     assert [n for n, c in posteriors.items() if issubclass(c, VectorPosterior)] == ["GaussianPosterior"]
+
+
+class _NaNPrior(UnconditionalPrior):
+    """Fits ConvVAE's prior slot and builds, but gives a NaN mean: only running the model shows it."""
+
+    def forward(self, state, latent_shape, temperature: float = 1.0):
+        from vaezoo.distributions import DiagonalNormal
+
+        zeros = state.new_zeros(tuple(latent_shape))
+        return DiagonalNormal(zeros + float("nan"), zeros, temperature)
+
+    @classmethod
+    def example(cls):
+        return Example(build=cls)
+
+
+class _NaNPlugin:
+    @hookimpl
+    def register_components(self, register):
+        register("prior", _NaNPrior)
+
+    @hookimpl
+    def register_presets(self, register):
+        def spec(**overrides):
+            base = get_registry().get("preset", "test-vae").target(**overrides)
+            return {**base, "init_args": {**base["init_args"], "prior": {"class_path": "_NaNPrior"}}}
+
+        register("contract-nan-test", spec)
+
+
+def test_running_a_preset_catches_parts_that_build_but_do_not_work_together():
+    check_preset("test-vae", run=True)  # a working preset passes
+    with plugin(_NaNPlugin(), name="contract-nan"):
+        check_preset("contract-nan-test")  # it builds
+        with pytest.raises(ContractError) as raised:
+            check_preset("contract-nan-test", run=True)
+    assert (
+        str(raised.value)
+        == "preset 'contract-nan-test': the negative ELBO per example is [nan, nan], not 2 finite values"
+    )

@@ -35,7 +35,7 @@ def test_the_example_plugin_passes_vaezoo_testing_in_its_own_suite(plugin_site, 
                 plugin_site, tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
     # two components and two presets, each checked
-    assert "4 passed" in done.stdout.splitlines()[-1]
+    assert "5 passed" in done.stdout.splitlines()[-1]
 
 
 def test_trains_from_its_recipe_and_is_one_line_when_blocked(plugin_site, tmp_path):

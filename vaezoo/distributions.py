@@ -27,6 +27,8 @@ def full_precision(x: Tensor) -> Tensor:
 class DiagonalNormal(LatentDistribution):
     """N(mu, diag(sigma^2)) with sigma = exp(log_sigma) * temperature."""
 
+    gaussian = True
+
     def __init__(self, mu: Tensor, log_sigma: Tensor, temperature: float = 1.0) -> None:
         mu, log_sigma = full_precision(mu), full_precision(log_sigma)
         self.mu = mu
@@ -45,6 +47,8 @@ class DiagonalNormal(LatentDistribution):
 
 class SoftClampedNormal(LatentDistribution):
     """N(mu, sigma^2) with ``mu = 5 tanh(raw_mu / 5)`` and ``sigma = (exp(5 tanh(raw_log_sigma / 5)) + 0.01) * t``."""
+
+    gaussian = True
 
     def __init__(
         self,

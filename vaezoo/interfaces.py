@@ -67,12 +67,23 @@ class Component:
     @classmethod
     def contract_problems(cls) -> list[str]:
         """What keeps this class from its kind's contract, one phrase each (empty: none). The registry refuses a
-        class with any at registration. Here: the constructor must take :attr:`slot_arguments` positionally."""
-        if cls.slot_arguments is None:
-            return []
+        class with any at registration. Here: every constructor argument without a default has a type hint (a recipe
+        builds components from their signature, and cannot fill an untyped argument), and the constructor takes
+        :attr:`slot_arguments` positionally."""
         try:
             parameters = list(inspect.signature(cls).parameters.values())
         except (TypeError, ValueError):
+            return []
+        named = (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
+        untyped = [p.name for p in parameters if p.kind in named and p.default is p.empty and p.annotation is p.empty]
+        if untyped:
+            return [f"its constructor's arguments {', '.join(untyped)} have no type hint (recipes need one for every "
+                    "argument without a default, e.g. in_channels: int)"]  # fmt: skip
+        if cls.slot_arguments is None:
             return []
         positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         wanted = list(cls.slot_arguments)
@@ -98,8 +109,10 @@ class LatentDistribution(abc.ABC):
     are reproducible and comparable with reference implementations.
     """
 
-    mu: Tensor
-    sigma: Tensor
+    #: a diagonal Gaussian with ``mu`` and ``sigma``: the KL of two such is :meth:`kl`'s closed form; the models
+    #: estimate the KL of any other pair from the sample, log q(z) - log p(z) (so a prior of another family works
+    #: with or without flows)
+    gaussian: ClassVar[bool] = False
 
     @abc.abstractmethod
     def sample(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -110,7 +123,10 @@ class LatentDistribution(abc.ABC):
         """Elementwise log-density, same shape as ``z``."""
 
     def kl(self, other: LatentDistribution) -> Tensor:
-        """Elementwise analytic KL(self || other) for diagonal Gaussians."""
+        """Elementwise analytic KL(self || other) of two diagonal Gaussians (:attr:`gaussian` both)."""
+        if not (self.gaussian and getattr(other, "gaussian", False)):
+            raise TypeError(f"no closed-form KL of {type(self).__name__} from {type(other).__name__}: estimate it "
+                            "from a sample, log q(z) - log p(z)")  # fmt: skip
         term = (self.mu - other.mu) / other.sigma
         ratio = self.sigma / other.sigma
         return 0.5 * (term * term + ratio * ratio) - 0.5 - torch.log(ratio)

@@ -65,10 +65,9 @@ class ConvVAE(ModelHubMixin, GenerativeModel):
         z, eps = q.sample(noise[0] if noise else None)
         params = self.decoder(z)
         log_q, log_p = q.log_prob(z).sum(1), prior.log_prob(z).sum(1)
-        if type(q).kl is not type(prior).kl or not hasattr(prior, "mu"):
-            kl = log_q - log_p
-        else:
-            kl = q.kl(prior).sum(1)
+        # the closed form for two diagonal Gaussians; otherwise the estimate from the sample
+        closed_form = getattr(q, "gaussian", False) and getattr(prior, "gaussian", False)
+        kl = q.kl(prior).sum(1) if closed_form else log_q - log_p
         recon = -self.likelihood.log_prob(params, x)
         return ModelOutput(recon=recon, kl=kl.unsqueeze(0), log_q=log_q, log_p=log_p, params=params, noise=[eps])
 

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..distributions import full_precision
+from ..errors import VaezooError
 from ..hub.mixin import ModelHubMixin
 from ..interfaces import (
     Cell,
@@ -378,7 +379,8 @@ class HierarchicalVAE(ModelHubMixin, SpeedSwitches, GenerativeModel):
                     log_det_per_sample = log_det if log_det_per_sample is None else log_det_per_sample + log_det
                 flow_outputs.append(z)
             log_p_group = prior.log_prob(z)
-            kl_per_var = log_q_group - log_p_group if with_flows else q.kl(prior)
+            closed_form = not with_flows and getattr(q, "gaussian", False) and getattr(prior, "gaussian", False)
+            kl_per_var = q.kl(prior) if closed_form else log_q_group - log_p_group
             kl_group = torch.sum(kl_per_var, dim=[1, 2, 3])
             log_q_sum = torch.sum(log_q_group, dim=[1, 2, 3])
             if log_det_per_sample is not None:
@@ -386,7 +388,13 @@ class HierarchicalVAE(ModelHubMixin, SpeedSwitches, GenerativeModel):
                 log_q_sum = log_q_sum - log_det_per_sample
             log_p_sum = torch.sum(log_p_group, dim=[1, 2, 3])
             if group < top_groups:
-                prior_noise.append((z - prior.mu) / prior.sigma)
+                if getattr(prior, "gaussian", False):
+                    prior_noise.append((z - prior.mu) / prior.sigma)
+                elif joint is not None:
+                    raise VaezooError(
+                        f"the top prior's {type(prior).__name__} is not a diagonal Gaussian: the "
+                        "standardised noise of the top scale (a joint prior's input) needs mu and sigma"
+                    )
                 if joint is not None:  # the joint term -log p_joint(eps) is added once the top scale is complete
                     log_p_sum = -torch.sum(torch.broadcast_to(torch.log(prior.sigma), z.shape), dim=[1, 2, 3])
                     kl_group = log_q_sum - log_p_sum

@@ -251,8 +251,12 @@ def check_dataset(cls: type) -> None:
             raise _fail(cls, f"{split} images are not in [0, 1]")
 
 
-def check_preset(name: str) -> None:
-    """A preset builds (on the meta device: no memory) into a registered model class with parameters."""
+def check_preset(name: str, run: bool = False) -> None:
+    """A preset builds (on the meta device: no memory) into a registered model class with parameters. With ``run``
+    (for a small preset: it is built on the CPU), one training pass too: the model's forward on a batch of 2 random
+    binary images of its shape gives a finite negative ELBO per example, and its backward a finite gradient to
+    every parameter that receives one, so that parts which fit their slots but not each other fail here rather
+    than in a user's first run."""
     from ..config import build
 
     registry = get_registry()
@@ -262,3 +266,22 @@ def check_preset(name: str) -> None:
         raise ContractError(f"preset {name!r}: builds a {type(model).__name__}, which is not a registered model")
     if sum(p.numel() for p in model.parameters()) == 0:
         raise ContractError(f"preset {name!r}: the model has no parameters")
+    if not run:
+        return
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build(registry.get("preset", name).target(), kind="model", registry=registry).train()
+        x = torch.rand(2, *model.image_shape).round()
+        try:
+            output = model(x)
+            loss = output.recon + output.kl.sum(0)
+        except Exception as exc:  # noqa: BLE001 - the point is to name it in one line
+            raise ContractError(f"preset {name!r}: the forward pass fails: {type(exc).__name__}: {exc}") from exc
+        if loss.shape != (2,) or not torch.isfinite(loss).all():
+            raise ContractError(
+                f"preset {name!r}: the negative ELBO per example is {loss.tolist()}, not 2 finite values"
+            )
+        loss.mean().backward()
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if bad:
+        raise ContractError(f"preset {name!r}: a non-finite gradient reaches {', '.join(bad[:3])}")
