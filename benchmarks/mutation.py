@@ -57,7 +57,11 @@ MODULES: dict[str, list[str]] = {
         "tests/nvae/test_components.py",
         "tests/test_estimators.py",
     ],
-    "vaezoo/training/optimizers.py": ["tests/test_trainer_replay.py", "tests/test_training.py"],
+    "vaezoo/training/optimizers.py": [
+        "tests/test_param_groups.py",
+        "tests/test_trainer_replay.py",
+        "tests/test_training.py",
+    ],
     "vaezoo/training/schedules.py": [
         "tests/test_training.py::test_learning_rate_values_by_the_formula",
         "tests/test_training.py::test_lr_schedule_warms_up_then_ends_at_lr_min",

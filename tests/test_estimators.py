@@ -111,6 +111,19 @@ def _data(n: int = 5, seed: int = 1) -> Tensor:
     return torch.randn(n, *IMAGE_SHAPE, generator=g)
 
 
+def _log_weight_by_hand(model: LinearGaussian, x: Tensor, draw: list[Tensor]) -> Tensor:
+    """``log p(x, z) - log q(z | x)`` of the shifted, widened diagonal proposal (``exact=False``) at ``z`` drawn from
+    ``draw`` (one standard-normal tensor per group), from the Gaussian densities written out."""
+    eps = torch.cat(draw, 1).double()
+    mean, cov = model.posterior(x)
+    mean, std = mean + 0.3, torch.sqrt(torch.diagonal(cov) * 1.7)
+    z = mean + std * eps
+    log_joint = Normal(0.0, 1.0).log_prob(z).sum(1) + Normal(z @ model.W.T + model.b, NOISE_STD).log_prob(
+        x.flatten(1).double()
+    ).sum(1)
+    return (log_joint - Normal(mean, std).log_prob(z).sum(1)).detach()
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_iw_estimate_with_the_exact_posterior_is_log_p_of_x(k):
     """Every weight is p(x): logsumexp of k equal terms minus log k gives log p(x), for any k (a bound without its
@@ -128,18 +141,7 @@ def test_iw_estimate_of_a_poor_proposal_is_its_logsumexp_minus_log_k():
     model, x = LinearGaussian(exact=False), _data()
     k, b = 6, x.shape[0]
     noise = [[torch.randn(s) for s in model.latent_shapes(b)] for _ in range(k)]
-    hand = []
-    for draw in noise:
-        eps = torch.cat(draw, 1).double()
-        mean, cov = model.posterior(x)
-        mean, std = mean + 0.3, torch.sqrt(torch.diagonal(cov) * 1.7)
-        z = mean + std * eps
-        log_joint = Normal(0.0, 1.0).log_prob(z).sum(1) + Normal(z @ model.W.T + model.b, NOISE_STD).log_prob(
-            x.flatten(1).double()
-        ).sum(1)
-        log_q = Normal(mean, std).log_prob(z).sum(1)
-        hand.append((log_joint - log_q).detach())
-    hand = torch.stack(hand)
+    hand = torch.stack([_log_weight_by_hand(model, x, draw) for draw in noise])
     expected = torch.log(torch.exp(hand).mean(0))
     for max_batch in (b, 4 * b, 100 * b):
         with torch.no_grad():
@@ -176,6 +178,38 @@ def test_evaluate_reports_the_exact_nll_in_nats_and_bits_per_dim():
     assert f"test NELBO {bits:.4f} bits/dim" in result.describe()
 
 
+class _DrawsFromTheGlobalGenerator(LinearGaussian):
+    """Draws from torch's global generator before every forward, as a stochastic layer would."""
+
+    def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput:
+        torch.randn(3)
+        return super().forward(x, noise)
+
+
+def test_evaluate_draws_each_posterior_sample_from_its_own_seeded_stream():
+    """``evaluate`` takes the ELBO pass's posterior noise from a generator seeded with ``seed`` and the k importance
+    samples' from one seeded with ``seed + 1`` (batch after batch, sample after sample, group after group), whatever
+    the model draws from torch's global generator: per example, the ELBO is log w of its draw and the IW estimate
+    ``logsumexp_k(log w_k) - log k``, both written out from the Gaussian densities on that noise."""
+    model, x = _DrawsFromTheGlobalGenerator(exact=False), _data(5)
+    k, seed = 3, 11
+    result = evaluate(model, TensorDataset(x), k=k, batch_size=2, max_batch=4, seed=seed)  # 2 samples a pass
+    elbo_stream, iw_stream = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    elbo, iw = [], []
+    for batch in x.split(2):
+        draw = [torch.randn(s, generator=elbo_stream) for s in model.latent_shapes(len(batch))]
+        elbo.append(_log_weight_by_hand(model, batch, draw))
+    for batch in x.split(2):
+        draws = [[torch.randn(s, generator=iw_stream) for s in model.latent_shapes(len(batch))] for _ in range(k)]
+        log_w = torch.stack([_log_weight_by_hand(model, batch, draw) for draw in draws])
+        iw.append(torch.log(torch.exp(log_w).mean(0)))
+    elbo, iw = torch.cat(elbo), torch.cat(iw)
+    torch.testing.assert_close(result.per_example["elbo"], elbo, rtol=0, atol=1e-4)
+    torch.testing.assert_close(result.per_example["iw_log_likelihood"], iw, rtol=0, atol=1e-4)
+    assert result.elbo_nats == pytest.approx(float(elbo.mean()), abs=1e-4)
+    assert result.iw_nll_nats == pytest.approx(-float(iw.mean()), abs=1e-4)
+
+
 def test_bits_per_dim_of_given_nats():
     """The conversion by itself: 1000 nats over 100 dimensions is 1000 / (100 ln 2) = 14.4270 bits/dim."""
     result = EvaluationResult(
@@ -200,7 +234,9 @@ def test_an_estimate_right_only_in_expectation_is_refused():
     """An output that says its log p is not exact (a denoising estimate, training mode) cannot be importance
     weighted; one that says it is exact, or says nothing, can."""
     x = _data(2)
-    with pytest.raises(ValueError, match="right only in expectation"):
+    with pytest.raises(
+        ValueError, match=r"^log p of this output is an estimate right only in expectation: evaluate in eval mode$"
+    ):
         iw_log_likelihood(LinearGaussian(log_p_exact=False), x, 2)
     for flag in (True, None):
         model = LinearGaussian(log_p_exact=flag)
@@ -213,6 +249,9 @@ def test_the_progress_callback_counts_every_scored_pair():
     seen = []
     iw_log_likelihood(model, x, 7, max_batch=6, on_samples=seen.append)  # two samples per pass: 2, 2, 2, 1
     assert seen == [6, 6, 6, 3]
+    seen.clear()  # a pass holds at most max_batch rows, and at least one sample
+    iw_log_likelihood(model, x, 3, max_batch=5, on_samples=seen.append)
+    assert seen == [3, 3, 3]
 
 
 def test_active_units_count_the_latents_the_data_move():

@@ -16,14 +16,24 @@ from vaezoo_datasets import RandomImages
 
 import vaezoo
 from vaezoo.components import ELBO
+from vaezoo.training.checkpoint import list_checkpoints, load_checkpoint
 
 
 @pytest.mark.parametrize(
     "param_groups",
     [
         None,
-        [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9]}],
-        [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9], "optimizer": "adam"}],
+        [{"params": "decoder.*", "weight_decay": 0.2, "lr": 0.02, "betas": [0.8, 0.9], "eps": 1e-4}],
+        [
+            {
+                "params": "decoder.*",
+                "weight_decay": 0.2,
+                "lr": 0.02,
+                "betas": [0.8, 0.9],
+                "eps": 1e-4,
+                "optimizer": "adam",
+            }
+        ],
     ],
     ids=["one-adamax", "param-groups", "adam-group"],
 )
@@ -48,6 +58,7 @@ def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups,
             "lr": 0.02 if own else settings["lr"],
             "weight_decay": 0.2 if own else settings["weight_decay"],
             "betas": (0.8, 0.9) if own else settings["betas"],
+            "eps": 1e-4 if own else settings["adamax_eps"],
         }
     assert any(g["weight_decay"] == 0.2 for g in group_of.values()) == bool(param_groups)
     states = {name: {} for name in group_of}
@@ -59,10 +70,80 @@ def test_the_trainers_optimiser_applies_the_official_adamax_update(param_groups,
         for name, p in model.named_parameters():
             g = group_of[name]
             expected = g["rule"](
-                before[name], p.grad, states[name], lr=g["lr"], betas=g["betas"], eps=1e-3,
+                before[name], p.grad, states[name], lr=g["lr"], betas=g["betas"], eps=g["eps"],
                 weight_decay=g["weight_decay"],
             )  # fmt: skip
             torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-7, msg=(step, name))
+
+
+@pytest.mark.parametrize("algorithm", ["adamax", "adam"])
+def test_a_checkpoint_keeps_each_groups_settings_and_moments_and_resumes_them(algorithm, tmp_path):
+    """The optimiser's part of a checkpoint, written and read by the trainer: torch's own layout (Adamax over two
+    groups is one torch Adamax; an Adam group beside it makes one state per algorithm, Adamax's first), each
+    group's lr, betas, eps and weight decay, and every parameter's step count and moments equal to the official
+    rule's after two steps; a fresh trainer that restores it takes the third step as the rule continues (with the
+    moments lost it would take a first step)."""
+    group = {"params": "decoder.*", "optimizer": algorithm, "lr": 0.02, "weight_decay": 0.2, "betas": [0.8, 0.9],
+             "eps": 1e-4}  # fmt: skip
+    settings = dict(lr=0.05, weight_decay=0.1, adamax_eps=1e-3, betas=(0.9, 0.999))
+    own = dict(lr=0.02, weight_decay=0.2, betas=(0.8, 0.9), eps=1e-4)
+    rest = dict(lr=0.05, weight_decay=0.1, betas=(0.9, 0.999), eps=1e-3)
+
+    def prepared(seed):
+        torch.manual_seed(seed)
+        model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
+        trainer = make_trainer(max_steps=3, lr_schedule="constant", device="cpu", param_groups=[group], **settings)
+        trainer.prepare(model, ELBO(), data_batch_size=4, num_examples=8)
+        trainer.ckpt_dir, trainer.provenance = tmp_path, None  # what fit sets before it saves
+        return model, trainer
+
+    def rule_of(name):
+        mine = name.startswith("decoder.")
+        return (official_adam if mine and algorithm == "adam" else official_adamax), (own if mine else rest)
+
+    model, trainer = prepared(0)
+    states = {name: {} for name, _ in model.named_parameters()}
+    x = torch.rand(4, *model.image_shape).round()
+
+    def step_and_check(model, trainer, step):
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        assert trainer.train_step([x], step)[3]
+        for name, p in model.named_parameters():
+            rule, g = rule_of(name)
+            expected = rule(before[name], p.grad, states[name], **g)
+            torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-7, msg=(step, name))
+
+    for step in range(2):
+        step_and_check(model, trainer, step)
+    trainer.state["step"] = 2
+    trainer._save()
+    saved = load_checkpoint(list_checkpoints(tmp_path)[-1][1])["optimizer"]
+    # torch's layout: {"state": {index: moments}, "param_groups": [{settings, "params": [indices]}]}, per algorithm
+    parts = [saved] if algorithm == "adamax" else saved["optimizers"]
+    live = [trainer.optimizer] if algorithm == "adamax" else trainer.optimizer.optimizers
+    assert [type(o) for o in live] == [torch.optim.Adamax] + ([torch.optim.Adam] if algorithm == "adam" else [])
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    seen = []
+    for part, optimizer in zip(parts, live, strict=True):
+        assert len(part["param_groups"]) == len(optimizer.param_groups)
+        for saved_group, live_group in zip(part["param_groups"], optimizer.param_groups, strict=True):
+            for index, parameter in zip(saved_group["params"], live_group["params"], strict=True):
+                name = name_of[id(parameter)]
+                rule, g = rule_of(name)
+                assert {k: saved_group[k] for k in g} == {**g, "betas": pytest.approx(g["betas"])}, name
+                kept, hand = part["state"][index], states[name]
+                assert float(kept["step"]) == hand["t"] == 2
+                torch.testing.assert_close(kept["exp_avg"].double(), hand["m"], rtol=1e-5, atol=1e-8, msg=name)
+                second = kept["exp_inf"] if rule is official_adamax else kept["exp_avg_sq"]
+                torch.testing.assert_close(second.double(), hand["u" if rule is official_adamax else "v"],
+                                           rtol=1e-5, atol=1e-8, msg=name)  # fmt: skip
+                seen.append(name)
+    assert sorted(seen) == sorted(states)  # every parameter once
+    # a fresh trainer (other initial weights, no moments) restored from the checkpoint continues the rule
+    model, trainer = prepared(1)
+    trainer._restore(list_checkpoints(tmp_path)[-1][1])
+    assert trainer.state["step"] == 2
+    step_and_check(model, trainer, 2)
 
 
 def test_each_step_trains_at_its_scheduled_learning_rate():
@@ -94,12 +175,18 @@ class _DecoderOnlyAfterTheFirstStep(ELBO):
         return loss, {}
 
 
-def test_a_parameter_without_a_gradient_in_a_step_stays_where_it_is():
+@pytest.mark.parametrize(
+    "param_groups", [None, [{"params": "encoder.*", "optimizer": "adam"}]], ids=["one-adamax", "adam-and-adamax"]
+)
+def test_a_parameter_without_a_gradient_in_a_step_stays_where_it_is(param_groups):
     """A parameter the step's loss does not reach has no gradient (not a zero one): the optimiser leaves it, moments
-    and weight decay included, while the others move."""
+    and weight decay included, while the others move; also when the encoder trains with Adam beside the decoder's
+    Adamax (two torch optimisers zeroed and stepped together)."""
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
-    trainer = make_trainer(max_steps=2, lr=0.05, lr_schedule="constant", weight_decay=0.1, device="cpu")
+    trainer = make_trainer(
+        max_steps=2, lr=0.05, lr_schedule="constant", weight_decay=0.1, device="cpu", param_groups=param_groups
+    )
     trainer.prepare(model, _DecoderOnlyAfterTheFirstStep(), data_batch_size=4, num_examples=8)
     x = torch.rand(4, *model.image_shape).round()
     assert trainer.train_step([x], 0)[3]
@@ -113,19 +200,22 @@ def test_a_parameter_without_a_gradient_in_a_step_stays_where_it_is():
 
 def test_the_trainers_ema_warms_up_with_the_steps():
     """A per-group EMA with warm-up, through the trainer's step: shadow_t = d_t shadow + (1 - d_t) weights_t with
-    d_t = min(decay, (1 + t) / (10 + t)), by hand from the weights after each step."""
+    d_t = min(decay, (1 + t) / (10 + t)), by hand from the weights after each step; it averages the group's weights
+    (``decoder.*``) and no others."""
     torch.manual_seed(0)
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=2, hidden_units=8)
-    groups = [{"params": "*", "optimizer": "adam", "lr": 0.01, "ema_decay": 0.9, "ema_warmup": True}]
+    groups = [{"params": "decoder.*", "optimizer": "adam", "lr": 0.01, "ema_decay": 0.9, "ema_warmup": True}]
     trainer = make_trainer(max_steps=3, lr=0.01, lr_schedule="constant", device="cpu", param_groups=groups)
     trainer.prepare(model, ELBO(), data_batch_size=4, num_examples=8)
-    shadow = {name: p.detach().clone().double() for name, p in model.named_parameters()}
+    shadow = {name: p.detach().clone().double() for name, p in model.named_parameters() if name.startswith("decoder.")}
+    assert len(shadow) == 8 and trainer.ema.shadow.keys() == shadow.keys()
     x = torch.rand(4, *model.image_shape).round()
     for step in range(3):
         assert trainer.train_step([x], step)[3]
         decay = min(0.9, (1 + step) / (10 + step))
         for name, p in model.named_parameters():
-            shadow[name] = decay * shadow[name] + (1 - decay) * p.detach().double()
+            if name in shadow:
+                shadow[name] = decay * shadow[name] + (1 - decay) * p.detach().double()
     for name in shadow:
         torch.testing.assert_close(trainer.ema.shadow[name].double(), shadow[name], rtol=1e-6, atol=1e-7, msg=name)
 

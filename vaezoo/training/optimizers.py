@@ -75,18 +75,31 @@ def check_param_groups(groups: list[dict] | None) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: nn.Module, groups: list[dict], defaults: dict[str, Any], foreach: bool | None = None):
-    """The optimiser of ``model``: parameters matching no group take ``defaults`` (Adamax). Each torch param
-    group carries ``lr_ratio``, its learning rate relative to the trainer's."""
-    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+def assign_parameters(model: nn.Module, groups: list[dict]) -> tuple[dict[int, list], list]:
+    """Each trainable parameter to the first group whose pattern matches its name (``{group index: parameters}``),
+    the others to the rest; a group that matches nothing is one line (a misspelt pattern would train nothing)."""
     assigned: dict[int, list] = {i: [] for i in range(len(groups))}
     rest = []
-    for name, parameter in named:
-        index = next((i for i, g in enumerate(groups) if fnmatch.fnmatchcase(name, g["params"])), None)
-        (assigned[index] if index is not None else rest).append(parameter)
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            index = next((i for i, g in enumerate(groups) if fnmatch.fnmatchcase(name, g["params"])), None)
+            (assigned[index] if index is not None else rest).append(parameter)
     for i, group in enumerate(groups):
         if not assigned[i]:
             raise VaezooError(f"trainer.optimizer.param_groups[{i}]: no parameter matches {group['params']!r}")
+    return assigned, rest
+
+
+def check_groups_fit(model: nn.Module, groups: list[dict]) -> None:
+    """The groups against a model, before anything is written: each matches a parameter, at most one has an EMA."""
+    assign_parameters(model, groups)
+    ema_keys(model, groups)
+
+
+def build_optimizer(model: nn.Module, groups: list[dict], defaults: dict[str, Any], foreach: bool | None = None):
+    """The optimiser of ``model``: parameters matching no group take ``defaults`` (Adamax). Each torch param
+    group carries ``lr_ratio``, its learning rate relative to the trainer's."""
+    assigned, rest = assign_parameters(model, groups)
     by_algorithm: dict[str, list[dict]] = {}
     if rest:
         by_algorithm.setdefault("adamax", []).append({"params": rest, **defaults, "lr_ratio": 1.0})

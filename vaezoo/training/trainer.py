@@ -52,7 +52,7 @@ from .distributed import (
     synchronise_batch_norm,
 )
 from .ema import ExponentialMovingAverage
-from .optimizers import build_optimizer, clip_gradients, clip_sets, ema_keys
+from .optimizers import build_optimizer, check_groups_fit, clip_gradients, clip_sets, ema_keys
 from .reporting import (
     open_metrics,
     progress_bar,
@@ -193,6 +193,7 @@ class Trainer:
     def check(self, model: GenerativeModel, data: DataModule) -> None:
         """Problems that would only show up once training starts, reported before anything is written."""
         check_data_fits(model, data, "data")
+        check_groups_fit(model, self.settings.optimizer.param_groups)
         global_batch = data.batch_size * self.ctx.world_size * self.accumulate
         num_examples = len(data.train_dataset())
         if global_batch > num_examples:
