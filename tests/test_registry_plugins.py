@@ -232,3 +232,28 @@ def test_a_plugin_registered_in_code_and_removed_leaves_no_failure_behind():
     with plugins.plugin(_WidePriorPlugin(), name="flaky"):
         assert vaezoo.get_registry().get("prior", "WidePrior").plugin == "flaky"
         assert all(i.error is None for i in plugins.plugin_infos(failed=True) if i.name == "flaky")
+
+
+def test_plugins_lists_a_blocked_plugin_as_blocked(capsys, monkeypatch):
+    monkeypatch.setenv("VAEZOO_BLOCK_PLUGINS", "vdvae")
+    plugins.reset()
+    assert main(["plugins", "--components", "false"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "vdvae" in line]
+    assert len(rows) == 1 and "blocked (VAEZOO_BLOCK_PLUGINS)" in rows[0] and "loaded" not in rows[0]
+
+
+def test_an_unknown_name_says_which_plugins_are_blocked(capsys, monkeypatch):
+    """A preset or component of a blocked plugin is unknown, and the line says the block may be why."""
+    monkeypatch.setenv("VAEZOO_BLOCK_PLUGINS", "vdvae")
+    plugins.reset()
+    with pytest.raises(RegistryError) as raised:
+        vaezoo.get_registry().get("preset", "vdvae-mnist")
+    assert str(raised.value).endswith("; VAEZOO_BLOCK_PLUGINS blocks vdvae, whose names are not loaded")
+    assert main(["fit", "recipes/vdvae_mnist.yaml", "--run_dir", "never"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith("; VAEZOO_BLOCK_PLUGINS blocks vdvae, whose names are not loaded")
+    monkeypatch.delenv("VAEZOO_BLOCK_PLUGINS")
+    plugins.reset()
+    with pytest.raises(RegistryError) as raised:
+        vaezoo.get_registry().get("preset", "no-such-preset")
+    assert "blocks" not in str(raised.value)

@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ConfigError
 from .interfaces import INTERFACES
 from .plugins import get_registry
-from .registry import Registry, unknown_name_message
+from .registry import Registry
 
 
 def resolve_class_paths(spec: Any, registry: Registry, where: str = "model") -> Any:
@@ -37,7 +37,7 @@ def resolve_class_paths(spec: Any, registry: Registry, where: str = "model") -> 
             entry = registry.find_class(class_path)
             if entry is None:
                 known = sorted({e.name for k in registry.kinds() for e in registry.entries(k) if e.class_path})
-                raise ConfigError(f"{where}: " + unknown_name_message("component", class_path, known))
+                raise ConfigError(f"{where}: " + registry.unknown_message("component", class_path, known))
             out["class_path"] = entry.class_path
         return out
     if isinstance(spec, list):
@@ -101,7 +101,7 @@ def expand_preset(spec: Any, registry: Registry, where: str = "model") -> Any:
     if unknown:
         raise ConfigError(f"{where}: a preset takes init_args only, got {', '.join(sorted(map(str, unknown)))}")
     if name not in registry.names("preset"):
-        raise ConfigError(f"{where}.preset: " + unknown_name_message("preset", name, registry.names("preset")))
+        raise ConfigError(f"{where}.preset: " + registry.unknown_message("preset", name, registry.names("preset")))
     overrides = spec.get("init_args", {})
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}.init_args: expected a mapping of arguments, got {type(overrides).__name__}")
@@ -236,7 +236,7 @@ def describe_parse_error(message: str, argv: list[str] | None = None) -> str:
             subject = kind or "component" if "NestedArg" in name else name
             return f"{key}: {subject}: {what}"
         choices = get_registry().names(kind) if kind else []
-        return f"{key}: " + unknown_name_message(kind or "component", name, choices)
+        return f"{key}: " + get_registry().unknown_message(kind or "component", name, choices)
     expected = _EXPECTED.search(message)
     if expected:
         return f"{key}: expected {expected.group(1)}, got {expected.group(2).strip()!r}"

@@ -158,7 +158,9 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
     whole and reported (:func:`_fail`), so that no half of a plugin is ever registered."""
     from .interfaces import INTERFACES  # torch, only once a registry is built (not for --version)
 
-    registry = Registry(INTERFACES)
+    blocked = sorted(blocked_plugins())
+    note = f"{BLOCK_ENV} blocks {', '.join(blocked)}, whose names are not loaded" if blocked else ""
+    registry = Registry(INTERFACES, absent_note=note)
     order = [name for name, plugin in pm.list_name_plugin() if plugin is not None]
     order.sort(key=lambda name: not _infos.get(name, PluginInfo(name, None, None, False)).builtin)
     for owner in order:

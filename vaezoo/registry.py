@@ -67,9 +67,16 @@ class Registry:
     ``interfaces`` maps a kind to the class its components must subclass (``vaezoo.interfaces.INTERFACES``; given
     by the caller, so that this foundation module imports nothing of the layers above it)."""
 
-    def __init__(self, interfaces: dict[str, type] | None = None) -> None:
+    def __init__(self, interfaces: dict[str, type] | None = None, absent_note: str = "") -> None:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._interfaces: dict[str, type] = dict(interfaces or {})
+        #: said after every "unknown ..." line: why a name may be missing (e.g. the plugins blocked by the user)
+        self.absent_note = absent_note
+
+    def unknown_message(self, what: str, name: str, choices: Iterable[str]) -> str:
+        """:func:`unknown_name_message` with the registry's :attr:`absent_note`."""
+        message = unknown_name_message(what, name, choices)
+        return f"{message}; {self.absent_note}" if self.absent_note else message
 
     # -- writing -------------------------------------------------------------------------------
     def register(
@@ -98,7 +105,7 @@ class Registry:
 
     def copy(self) -> Registry:
         """A registry with the same entries (entries are immutable; the tables are new)."""
-        other = Registry(self._interfaces)
+        other = Registry(self._interfaces, self.absent_note)
         other._entries = {kind: dict(entries) for kind, entries in self._entries.items()}
         return other
 
@@ -122,7 +129,7 @@ class Registry:
         self._check_kind(kind)
         entry = self._entries[kind].get(name)
         if entry is None:
-            raise RegistryError(unknown_name_message(kind, name, self.names(kind)))
+            raise RegistryError(self.unknown_message(kind, name, self.names(kind)))
         return entry
 
     def find_class(self, class_path: str) -> Entry | None:

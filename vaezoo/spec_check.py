@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .interfaces import INTERFACES
-from .registry import Registry, unknown_name_message
+from .registry import Registry
 
 #: keys of a component mapping that are not constructor arguments
 _SPEC_KEYS = ("class_path", "init_args", "dict_kwargs")
@@ -212,7 +212,7 @@ class SpecChecker:
         entry = self.registry.find_class(name)
         choices = sorted({n for kind in kinds for n in self.registry.names(kind)})
         if entry is None:
-            raise ConfigError(f"{where}: " + unknown_name_message(" or ".join(kinds), name, choices))
+            raise ConfigError(f"{where}: " + self.registry.unknown_message(" or ".join(kinds), name, choices))
         if entry.kind not in kinds and not any(issubclass(entry.target, INTERFACES[k]) for k in kinds):
             raise ConfigError(
                 f"{where}: {entry.name} is a {entry.kind}, not a {' or '.join(kinds)} (choices: {', '.join(choices)})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from ..plugins import get_registry, plugin_infos
+from ..plugins import BLOCK_ENV, blocked_plugins, get_registry, plugin_infos
 
 NAME = "plugins"
 HELP = "List loaded plugins, their versions and what each registered."
@@ -35,5 +35,7 @@ def run(cfg) -> int:
         status = "loaded" if info.error is None else f"failed: {info.error}"
         row = [info.name, info.distribution or "-", info.version or "-", "yes" if info.builtin else "no", status]
         table.add_row(*row, *([text] if cfg.components else []))
+    for name in sorted(blocked_plugins()):  # named in the environment: not loaded, on purpose
+        table.add_row(name, "-", "-", "-", f"blocked ({BLOCK_ENV})", *(["-"] if cfg.components else []))
     Console(width=200).print(table)
     return 0
