@@ -10,7 +10,7 @@ Design points:
   once it has used up its rollbacks: it never skips silently forever.
 
 The pieces with their own reasons to change live beside it: the learning-rate schedule (:mod:`.schedules`), the
-speed switches (:mod:`.speed`), metrics, TensorBoard and the progress bar (:mod:`.reporting`), preview images
+speed switches (:mod:`.speed`), metrics, the loggers and the progress bar (:mod:`.reporting`), preview images
 (:mod:`.images`), checkpoint files (:mod:`.checkpoint`), multi-process helpers (:mod:`.distributed`) and the EMA
 (:mod:`.ema`).
 """
@@ -138,8 +138,8 @@ class Trainer:
             schedule: The learning-rate schedule: warm-up, then a decay to lr_min.
             checkpoints: How often checkpoints are written and how many are kept.
             recovery: Non-finite steps: how many in a row roll back, how many rollbacks, the learning-rate factor.
-            logging: metrics.jsonl, TensorBoard, preview images and the progress bar.
-            evaluation: The test-set evaluation at the end of the run.
+            logging: metrics.jsonl, the loggers (TensorBoard, ...), preview images and the progress bar.
+            evaluation: The test-set evaluation at the end of the run, and the validation during training.
             speed: Speed and memory levers that leave the numbers as they are.
 
         Each group is a mapping of its settings (``optimizer={"lr": 0.01}``) or its dataclass
@@ -161,6 +161,7 @@ class Trainer:
         logging = self.settings.logging
         #: the loggers rank 0 opens (metrics.jsonl is always written), and why TensorBoard is off when its default is
         self.logger_specs, self.logging_note = resolve_loggers(logging.tensorboard, logging.loggers, get_registry())
+        #: whether the run writes TensorBoard events
         self.tensorboard = any(spec.cls is TensorBoard for spec in self.logger_specs)
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
