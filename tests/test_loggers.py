@@ -233,6 +233,20 @@ def test_a_failing_logger_is_dropped_with_one_line_and_the_others_go_on():
     expected = {"loss": 2.5, "kl/group_0": 0.5, "kl/group_1": 0.25}
     assert good.calls == [(3, expected), (4, expected)]
     assert console.file.getvalue() == "warning: logger _Failing stopped: OSError: disk full\n"
+    # one that cannot start is left out the same way
+    from vaezoo.training.reporting import LoggerSpec
+
+    class _Unreachable:
+        def __init__(self, run_dir):
+            raise ConnectionError("no answer from the tracker")
+
+    started = Loggers.open(
+        [LoggerSpec(_Unreachable, {}, "x"), LoggerSpec(lambda run_dir: good, {}, "y")], Path("."), console
+    )
+    assert started.loggers == [good]
+    assert console.file.getvalue().splitlines()[-1] == (
+        "warning: logger _Unreachable could not start: ConnectionError: no answer from the tracker"
+    )
 
 
 # -- the example plugin ------------------------------------------------------------------------------------------
@@ -261,7 +275,7 @@ def test_the_example_csv_logger_plugin_writes_each_metric_and_forgets_replayed_s
     run = tmp_path / "run"
     fit = ["fit", str(REPO_ROOT / "recipes" / "vae_mnist.yaml"), "--config", str(EXAMPLE / "overlay.yaml"),
            "--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4",
-           "--model.init_args.hidden_units", "16", "--data.init_args.batch_size", "16", "--trainer.max_steps", "4",
+           "--model.init_args.hidden_units", "16", "--data.init_args.batch_size", "16", "--data.init_args.test_size", "60", "--trainer.max_steps", "4",
            "--trainer.logging.log_every", "1", "--trainer.logging.image_every", "2", "--trainer.logging.num_samples", "4",
            "--trainer.logging.tensorboard", "false", "--trainer.logging.progress", "false", "--trainer.checkpoints.every", "2", "--trainer.evaluation.k", "0",
            "--trainer.evaluation.val_every", "2", "--trainer.evaluation.val_examples", "50"]  # fmt: skip

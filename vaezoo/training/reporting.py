@@ -12,6 +12,7 @@ import difflib
 import inspect
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,18 @@ class Loggers:
         self.loggers = list(loggers or [])
         self._console = console
 
+    @classmethod
+    def open(cls, specs: list[LoggerSpec], run_dir: Path, console: Any = None) -> Loggers:
+        """The loggers of ``specs`` opened for ``run_dir``; one whose constructor fails (a tracker's server that
+        does not answer) is reported in one line and left out, as a logger that fails later is."""
+        opened = []
+        for spec in specs:
+            try:
+                opened.append(spec.open(run_dir))
+            except Exception as exc:
+                _warn(console, spec.cls.__name__, "could not start", exc)
+        return cls(opened, console)
+
     def __bool__(self) -> bool:
         return bool(self.loggers)
 
@@ -168,9 +181,7 @@ class Loggers:
                 getattr(logger, call)(*args)
             except Exception as exc:  # a logger's failure (a full disk, a tracker's server) never stops training
                 self.loggers.remove(logger)
-                message = " ".join(f"{type(exc).__name__}: {exc}".split())
-                if self._console is not None:
-                    self._console.print(f"[yellow]warning[/]: logger {type(logger).__name__} stopped: {message}")
+                _warn(self._console, type(logger).__name__, "stopped", exc)
                 if call != "close":
                     _close_quietly(logger)
 
@@ -189,6 +200,12 @@ class Loggers:
     def close(self) -> None:
         self._each("close")
         self.loggers = []
+
+
+def _warn(console: Any, name: str, what: str, exc: Exception) -> None:
+    if console is not None:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        console.print(f"[yellow]warning[/]: logger {name} {what}: {message}")
 
 
 def _close_quietly(logger: Any) -> None:
@@ -210,15 +227,20 @@ class LoggerSpec:
         return self.cls(run_dir, **self.init_args)
 
 
-def resolve_loggers(tensorboard: bool | None, loggers: tuple, registry) -> tuple[list[LoggerSpec], str | None]:
+def resolve_loggers(
+    tensorboard: bool | None, loggers: tuple, registry: Callable[[], Any]
+) -> tuple[list[LoggerSpec], str | None]:
     """The loggers of ``trainer.logging`` (its ``tensorboard`` switch, then ``loggers`` by registry name or
     ``{class_path, init_args}``), checked before a run writes anything: an unknown name (with close matches), a
     component of another kind, an argument its constructor does not take, a logger named twice, or one this
-    machine cannot run (its package is not installed) is one line. Returns the specs and, when the TensorBoard
+    machine cannot run (its package is not installed) is one line. ``registry`` gives the registry, asked for only
+    when loggers are named (a run with TensorBoard alone builds none). Returns the specs and, when the TensorBoard
     default (null) is off because its package is missing, the note that says so."""
     specs: list[LoggerSpec] = []
     note = None
-    names = registry.names("logger")
+    if loggers:
+        registry = registry()
+        names = registry.names("logger")
     for index, spec in enumerate(loggers):
         where = f"trainer.logging.loggers[{index}]"
         name = spec if isinstance(spec, str) else spec["class_path"]

@@ -160,7 +160,7 @@ class Trainer:
         self.warmup_steps = self.settings.schedule.warmup_steps
         logging = self.settings.logging
         #: the loggers rank 0 opens (metrics.jsonl is always written), and why TensorBoard is off when its default is
-        self.logger_specs, self.logging_note = resolve_loggers(logging.tensorboard, logging.loggers, get_registry())
+        self.logger_specs, self.logging_note = resolve_loggers(logging.tensorboard, logging.loggers, get_registry)
         #: whether the run writes TensorBoard events
         self.tensorboard = any(spec.cls is TensorBoard for spec in self.logger_specs)
         self.device = torch.device(
@@ -349,7 +349,7 @@ class Trainer:
 
         progress = progress_bar(self.settings.logging.progress and ctx.is_main, console)
         metrics_file = open_metrics(run_dir / "metrics.jsonl", ctx.is_main)
-        loggers = Loggers([spec.open(run_dir) for spec in self.logger_specs] if ctx.is_main else [], console)
+        loggers = Loggers.open(self.logger_specs if ctx.is_main else [], run_dir, console)
         if resume:  # the steps after the checkpoint are replayed: loggers that can forget them do
             loggers.rewind(self.state["step"])
         self._metrics_file, self._console, self._loggers = metrics_file, console, loggers
