@@ -270,14 +270,17 @@ def test_the_example_csv_logger_plugin_writes_each_metric_and_forgets_replayed_s
     (tmp_path / "site").mkdir()
     site = fake_distribution(tmp_path / "site", "vaezoo-csv-logger", "0.1.0", {"csvlog": "vaezoo_csv_logger"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAEZOO_")}
+    # one thread: the convolutions are tiny, and two threads on shared cores wait for each other
     env.update(PYTHONPATH=os.pathsep.join([str(site), str(EXAMPLE), env.get("PYTHONPATH", "")]), COLUMNS="200",
-               VAEZOO_PROGRESS="0")  # fmt: skip
+               VAEZOO_PROGRESS="0", OMP_NUM_THREADS="1")  # fmt: skip
     run = tmp_path / "run"
     fit = ["fit", str(REPO_ROOT / "recipes" / "vae_mnist.yaml"), "--config", str(EXAMPLE / "overlay.yaml"),
            "--model.init_args.latent_dim", "4", "--model.init_args.hidden_channels", "4",
-           "--model.init_args.hidden_units", "16", "--data.init_args.batch_size", "16", "--data.init_args.test_size", "60", "--trainer.max_steps", "4",
-           "--trainer.logging.log_every", "1", "--trainer.logging.image_every", "2", "--trainer.logging.num_samples", "4",
-           "--trainer.logging.tensorboard", "false", "--trainer.logging.progress", "false", "--trainer.checkpoints.every", "2", "--trainer.evaluation.k", "0",
+           "--model.init_args.hidden_units", "16", "--data.init_args.batch_size", "16",
+           "--data.init_args.test_size", "60", "--trainer.max_steps", "4", "--trainer.logging.log_every", "1",
+           "--trainer.logging.image_every", "2", "--trainer.logging.num_samples", "4",
+           "--trainer.logging.tensorboard", "false", "--trainer.logging.progress", "false",
+           "--trainer.checkpoints.every", "2", "--trainer.evaluation.k", "0",
            "--trainer.evaluation.val_every", "2", "--trainer.evaluation.val_examples", "50"]  # fmt: skip
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(run), *fit], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
