@@ -118,7 +118,7 @@ def test_blocking_a_plugin_leaves_the_rest_buildable(plugin, everything, blocked
             resolved += 1
     assert resolved >= 20, f"blocking {plugin} left {resolved} recipe sections to check"
     # every remaining component's contract example builds: none reaches for a component of the blocked plugin
-    for kind in INTERFACES:
+    for kind in (k for k in INTERFACES if k != "logger"):  # a logger has no example: check_logger opens one in a folder
         for entry in registry.entries(kind):
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.filterwarnings(

@@ -39,8 +39,15 @@ def _params(kinds):
     return [pytest.param(e, id=f"{e.kind}:{e.name}") for e in plugin_entries(kinds=kinds)]
 
 
-@pytest.mark.parametrize("entry", _params([k for k in INTERFACES if k not in ("dataset", "feature_extractor")]))
+@pytest.mark.parametrize(
+    "entry", _params([k for k in INTERFACES if k not in ("dataset", "feature_extractor", "logger")])
+)
 def test_component_contract(entry):
+    check_entry(entry)
+
+
+@pytest.mark.parametrize("entry", _params(["logger"]))
+def test_logger_contract(entry):
     check_entry(entry)
 
 

@@ -154,6 +154,15 @@ TRAINER_INVALID = {
     "tensorboard": st.one_of(words, st.lists(st.booleans(), min_size=1, max_size=2)),
     "channels_last": st.one_of(words, st.dictionaries(words, st.booleans(), min_size=1, max_size=1)),
     "device": words.filter(lambda s: s != "auto"),
+    # settings that never had a flat name: named by their group
+    "evaluation.val_every": ints_below(0),
+    "evaluation.val_examples": ints_below(1),
+    "logging.image_every": ints_below(0),
+    "logging.loggers": st.one_of(
+        words,
+        st.lists(st.from_regex(r"Zz[a-z]{1,8}", fullmatch=True), min_size=1, max_size=2),
+        st.lists(st.dictionaries(words, words, min_size=1, max_size=1), min_size=1, max_size=1),
+    ),
 }
 
 
@@ -180,7 +189,9 @@ def test_invalid_trainer_values_are_refused_before_a_run_folder_exists(case, as_
         tmp = Path(tmp)
         if as_overlay:
             overlay = tmp / "overlay.yaml"
-            overlay.write_text(yaml.safe_dump({"trainer": place_in_groups({key: value})}))
+            group, _, name = key.partition(".")
+            settings = {group: {name: value}} if name else place_in_groups({key: value})
+            overlay.write_text(yaml.safe_dump({"trainer": settings}))
             argv, run_dir = _fit(tmp, "--config", str(overlay))
         else:
             argv, run_dir = _fit(tmp, f"--trainer.{PREVIOUS_KEYS.get(key, key)}", _yaml_value(value))

@@ -40,7 +40,11 @@ LAYERS = [
     ("vaezoo.data", 6),
     ("vaezoo.evaluation", 6),
     ("vaezoo.testing", 6),  # the contract checks a plugin runs in its own suite
-    ("vaezoo.plots", 6),  # training curves of a run (fit calls it at its end)
+    ("vaezoo.plots", 6),
+    (
+        "vaezoo.loggers",
+        6,
+    ),  # the built-in logger (TensorBoard), registered by the core plugin  # training curves of a run (fit calls it at its end)
     ("vaezoo.training", 7),
     ("vaezoo.benchmarking", 7),
     ("vaezoo.commands", 8),

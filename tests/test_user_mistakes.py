@@ -223,16 +223,38 @@ def test_resume_with_a_changed_schedule_says_what_changed_and_refuses(tmp_path, 
 
 # -- requested features that cannot run ----------------------------------------------------------------------------
 def test_tensorboard_asked_for_without_the_package_is_refused(tmp_path, capsys, monkeypatch):
-    from vaezoo.training import trainer
+    from vaezoo import loggers
 
-    monkeypatch.setattr(trainer, "tensorboard_installed", lambda: False)
+    monkeypatch.setattr(loggers, "tensorboard_installed", lambda: False)
     argv = ["fit", RECIPE, *TINY[:-2], "--trainer.logging.tensorboard", "true", "--run_dir", "run"]
     refused(
         capsys, monkeypatch, tmp_path, argv, "trainer.logging.tensorboard is true, but the tensorboard package is not"
     )
+    argv = ["fit", RECIPE, *TINY[:-2], "--trainer.logging.loggers", "[TensorBoard]", "--run_dir", "run"]
+    refused(
+        capsys, monkeypatch, tmp_path, argv, "error: trainer.logging.loggers[0]: TensorBoard cannot log here: the "
+        'tensorboard package is not installed (pip install "vaezoo[tensorboard]")'
+    )  # fmt: skip
     argv = ["fit", RECIPE, *TINY[:-2], "--trainer.max_steps", "1", "--run_dir", "run"]
     assert main(argv) == 0  # the default (null): logs to TensorBoard when installed, and says which
     assert "logs: metrics.jsonl (no TensorBoard: the package is not installed)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("loggers", "expected"),
+    [
+        ("[TensorBord]", "trainer.logging.loggers[0]: unknown logger 'TensorBord'; did you mean TensorBoard? (choices:"),
+        ("[ELBO]", "trainer.logging.loggers[0]: ELBO is registered as objective, not as a logger (loggers: "),
+        ("[{class_path: TensorBoard, init_args: {folder: x}}]",
+         "trainer.logging.loggers[0].init_args.folder: unknown argument of TensorBoard (it takes: none)"),
+        ("[TensorBoard, TensorBoard]", "trainer.logging.loggers[1]: TensorBoard is named twice"),
+        ("[{init_args: {}}]", "trainer.logging.loggers must be a list of logger names or {class_path: NAME, init_args"),
+    ],
+    ids=["misspelt", "another-kind", "unknown-argument", "twice", "no-class-path"],
+)  # fmt: skip
+def test_a_logger_that_cannot_be_built_is_refused(loggers, expected, tmp_path, capsys, monkeypatch):
+    argv = ["fit", RECIPE, *TINY[:-2], "--trainer.logging.loggers", loggers, "--run_dir", "run"]
+    refused(capsys, monkeypatch, tmp_path, argv, expected)
 
 
 def test_bn_readjustment_of_a_model_without_batchnorm_is_refused(tmp_path, capsys, monkeypatch, vae_run):

@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -631,6 +632,54 @@ class FeatureExtractor(nn.Module, Component):
         "features"}`` (strings)."""
 
 
+class Logger(Component):
+    """A destination of a run's metrics and preview images besides ``metrics.jsonl`` (which every run writes): named in
+    a recipe's ``trainer.logging.loggers`` (``[TensorBoard]``, ``[{class_path: MyLogger, init_args: {...}}]``).
+
+    Rank 0 builds one per entry as ``cls(run_dir, **init_args)`` when training starts and calls it as the run goes:
+    :meth:`log_scalars` with each metrics.jsonl record's numbers (a list per latent group flattened to
+    ``kl/group_0``, ``kl/group_1``, ...; the learning rate ``lr``, the KL coefficient ``kl_coeff``, the validation
+    ``val_elbo_nats``, ...), :meth:`log_images` every ``trainer.logging.image_every`` steps, :meth:`rewind` when a
+    resumed or rolled-back run is about to log steps again, and :meth:`close` at the end. Only
+    :meth:`log_scalars` is required: a logger for an experiment tracker is its client's few calls.
+    """
+
+    kind = "logger"
+    slot_arguments = ("run_dir",)
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why this logger cannot run here (a package it needs is not installed: say what to install), or None.
+        Asked before a run writes anything, so that a logger a recipe names and this machine lacks is one line."""
+        return None
+
+    @classmethod
+    def describe(cls, run_dir: Path) -> str:
+        """Where a run in ``run_dir`` logs to, for the line ``vaezoo fit`` prints at its start (default: the class
+        name)."""
+        return cls.__name__
+
+    @abc.abstractmethod
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        """Numbers measured at ``step``, by name (``loss``, ``kl/group_0``, ``lr``, ``val_elbo_nats``, ...)."""
+
+    def log_images(self, step: int, name: str, grid: Tensor) -> None:
+        """An image grid (``samples``, ``reconstructions``): float ``[3, H, W]`` in [0, 1] on the CPU. Default:
+        ignored."""
+
+    def rewind(self, step: int) -> None:
+        """The run continues from ``step`` (resumed from, or rolled back to, its checkpoint): the steps after it are
+        about to be logged again. Default: nothing (a destination that cannot forget shows those steps twice)."""
+
+    def close(self) -> None:
+        """The run is over (or stopped): flush and release what the logger holds."""
+
+    @classmethod
+    def example(cls) -> Example:
+        """Loggers are checked by :func:`vaezoo.testing.check_logger`, which builds one in a temporary folder."""
+        raise NotImplementedError("a logger is checked by vaezoo.testing.check_logger, in a temporary folder")
+
+
 #: interface class of each kind that has one (presets and pretrained entries are plain callables/dicts)
 INTERFACES: dict[str, type] = {
     "cell": Cell,
@@ -646,4 +695,5 @@ INTERFACES: dict[str, type] = {
     "model": GenerativeModel,
     "dataset": DataModule,
     "feature_extractor": FeatureExtractor,
+    "logger": Logger,
 }

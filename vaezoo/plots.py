@@ -6,7 +6,9 @@ The curves come from ``RUN_DIR/metrics.jsonl`` (one JSON record per logged step,
 - loss, reconstruction and KL (``loss``, ``recon``, ``kl``, ``nelbo``);
 - KL per latent group (``kl_vals`` or ``kl_per_group``: a list per record, one line per group);
 - active units per latent group (the records with ``active_units``, written at checkpoints);
-- learning rate (``lr``) and the KL coefficient (``kl_coeff``).
+- learning rate (``lr``) and the KL coefficient (``kl_coeff``);
+- the validation ELBO (records with ``val_elbo_nats``, written every ``trainer.evaluation.val_every`` steps; in
+  bits/dim, ``val_nelbo_bpd``, for a likelihood reported in bits/dim).
 
 It works on a run in progress (a half-written last line is skipped) and on a resumed run: the steps a resumed
 run replays may appear twice, and the last record of each step wins. matplotlib draws with its Agg backend (no
@@ -31,6 +33,8 @@ DPI = 100
 #: the keys of the first panel, and those of the per-group KL panel (the first one present)
 LOSS_KEYS = ("loss", "nelbo", "recon", "kl")
 KL_GROUP_KEYS = ("kl_vals", "kl_per_group")
+#: records that are not a step's training metrics, by the key that marks them (their own kind in :func:`read_metrics`)
+RECORD_KINDS = ("event", "active_units", "val_elbo_nats")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class PlotResult:
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The records of a metrics.jsonl in step order, the last record of each step (and kind) kept.
 
-    Step records, ``active_units`` records and events (e.g. rollbacks) of the same step are different kinds.
+    Step records, ``active_units`` records, validation records and events (e.g. rollbacks) of the same step are
+    different kinds.
     """
     path = Path(path)
     try:
@@ -62,7 +67,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
             continue  # the line a running fit is writing
         if not isinstance(record, dict) or not isinstance(record.get("step"), int):
             continue
-        kind = "event" if "event" in record else "active_units" if "active_units" in record else "step"
+        kind = next((k for k in RECORD_KINDS if k in record), "step")
         latest.pop((record["step"], kind), None)  # re-inserted: a replayed step moves to its new place
         latest[(record["step"], kind)] = record
     return sorted(latest.values(), key=lambda r: r["step"])
@@ -120,7 +125,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
 
 def _panels(records: list[dict]) -> list[tuple[str, dict[str, tuple[list, list]]]]:
     """(title, {label: (steps, values)}) of every panel whose metrics are present."""
-    steps = [r for r in records if "event" not in r and "active_units" not in r]
+    steps = [r for r in records if not any(kind in r for kind in RECORD_KINDS)]
     panels = []
     losses = {key: _scalar_series(steps, key) for key in LOSS_KEYS}
     losses = {key: s for key, s in losses.items() if s[0]}
@@ -138,6 +143,15 @@ def _panels(records: list[dict]) -> list[tuple[str, dict[str, tuple[list, list]]
         series = _scalar_series(steps, key)
         if series[0]:
             panels.append((title, {key: series}))
+    validations = [r for r in records if "val_elbo_nats" in r]
+    if validations:
+        # in the unit the run reports: the ELBO in nats, or the negative ELBO in bits/dim
+        key = "val_elbo_nats" if validations[-1].get("val_unit", "nats") == "nats" else "val_nelbo_bpd"
+        examples = validations[-1].get("val_examples")
+        title = "Validation ELBO (nats)" if key == "val_elbo_nats" else "Validation negative ELBO (bits/dim)"
+        panels.append(
+            (f"{title}, {examples} test examples" if examples else title, {key: _scalar_series(validations, key)})
+        )
     return panels
 
 

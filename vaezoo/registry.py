@@ -32,6 +32,7 @@ KINDS: dict[str, str] = {
     "model": "generative model assemblers",
     "dataset": "data modules",
     "feature_extractor": "frozen image networks whose features sample-quality metrics compare (Fréchet distance, KID)",
+    "logger": "destinations of a run's metrics and preview images besides metrics.jsonl (TensorBoard, ...)",
     "converter": "importers of checkpoints from other implementations (vaezoo convert)",
     "preset": "named model architectures for vaezoo.create",
     "pretrained": "published weights for vaezoo.load",

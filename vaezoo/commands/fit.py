@@ -92,13 +92,9 @@ def run(cfg) -> int:
             f"[bold]vaezoo fit[/]: {type(model).__name__} ({n_params:,} parameters) on {data.describe()}, "
             f"global batch {global_batch} ({data.batch_size} x {ctx.world_size} processes x {trainer.accumulate} accumulated) -> {run_dir}"
         )
-        if trainer.tensorboard:
-            logs = f"metrics.jsonl and TensorBoard events in {run_dir / 'tensorboard'}"
-        elif (trainer_args.get("logging") or {}).get("tensorboard") is None:
-            logs = "metrics.jsonl (no TensorBoard: the package is not installed)"
-        else:
-            logs = "metrics.jsonl"
-        console.print(f"logs: {logs}")
+        logs = ["metrics.jsonl", *(spec.cls.describe(run_dir) for spec in trainer.logger_specs)]
+        note = f" ({trainer.logging_note})" if trainer.logging_note else ""
+        console.print(f"logs: {', '.join(logs[:-1]) + ' and ' if len(logs) > 1 else ''}{logs[-1]}{note}")
         started = time.perf_counter()
         summary = trainer.fit(
             model,
@@ -152,6 +148,14 @@ def run(cfg) -> int:
                 console.print(
                     f"paired difference of the {name.replace('_', ' ')}, model - replaced: {value.describe()}"
                 )
+        validation = summary.get("validation")
+        if validation is not None:
+            unit = "nats" if validation["metric"] == "val_elbo_nats" else "bits/dim"
+            best, last = validation["best"], validation["last"]
+            console.print(
+                f"validation ({validation['examples']} test examples, {validation['metric']}): best "
+                f"{best['value']:.4f} {unit} at step {best['step']}, last {last['value']:.4f} at step {last['step']}"
+            )
         console.print(f"training curves: {curves.path} ({', '.join(curves.panels)})")
         return 0
     finally:

@@ -2,14 +2,16 @@
 
 Everything here belongs to no single paper: the hierarchical assembler, the pre-activation residual cell, the
 weight-normalised conv cell of stems and heads, the encoder and decoder combiners, Normal priors and posteriors,
-the standard Normal joint prior, the Bernoulli likelihood, the ELBO and gradient skipping. Paper plugins assemble
-their models from these and register only what their paper adds. This module is loaded as a plugin like any other (see
-:data:`vaezoo.plugins.DEFAULT_PLUGINS`), so ``VAEZOO_BLOCK_PLUGINS=core`` blocks it too.
+the standard Normal joint prior, the Bernoulli likelihood, the ELBO and gradient skipping, and the TensorBoard logger
+(:mod:`vaezoo.loggers`). Paper plugins assemble their models from these and register only what their paper adds. This
+module is loaded as a plugin like any other (see :data:`vaezoo.plugins.DEFAULT_PLUGINS`), so
+``VAEZOO_BLOCK_PLUGINS=core`` blocks it too.
 """
 
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
+from ..loggers import TensorBoard
 from ..models.hierarchical import HierarchicalVAE
 from .cells import DecoderCombiner, EncoderCombiner, ResidualCell, ResidualCellBase, WeightNormConvCell
 from .latents import NormalPosterior, NormalPrior, StandardNormalJointPrior, StandardNormalPrior
@@ -29,6 +31,7 @@ __all__ = [
     "ResidualCellBase",
     "StandardNormalJointPrior",
     "StandardNormalPrior",
+    "TensorBoard",
     "WeightNormConvCell",
 ]
 
@@ -42,6 +45,7 @@ COMPONENTS: dict[str, list[type]] = {
     "posterior": [NormalPosterior],
     "likelihood": [BernoulliLikelihood],
     "objective": [ELBO, GradientSkipping],
+    "logger": [TensorBoard],
 }
 
 #: where each of these classes was defined before it moved into the core: saved ``config.json`` files and

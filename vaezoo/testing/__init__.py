@@ -16,12 +16,14 @@ broke. :mod:`vaezoo.testing.doubles` has minimal stand-ins for every slot of the
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Iterable
 from fnmatch import fnmatch
+from pathlib import Path
 
 import torch
 
-from ..interfaces import INTERFACES, Component, DataModule, FeatureExtractor
+from ..interfaces import INTERFACES, Component, DataModule, FeatureExtractor, Logger
 from ..plugins import get_registry
 from ..registry import Entry, RegistryError, check_implements
 
@@ -32,6 +34,7 @@ __all__ = [
     "check_entry",
     "check_feature_extractor",
     "check_gradient_is_the_derivative",
+    "check_logger",
     "check_preset",
     "check_registration",
     "plugin_entries",
@@ -62,6 +65,8 @@ def check_entry(entry: Entry) -> None:
         check_dataset(entry.target)
     elif entry.kind == "feature_extractor":
         check_feature_extractor(entry.target)
+    elif entry.kind == "logger":
+        check_logger(entry.target)
     elif entry.kind in INTERFACES:
         check_component(entry.target, entry.kind)
 
@@ -233,6 +238,38 @@ def check_feature_extractor(cls: type) -> None:
         raise _fail(cls, f"weights_sha256 is not a sha256: {sha!r}")
     if any(p.requires_grad for p in module.parameters()):
         raise _fail(cls, "a measurement network is frozen: none of its parameters requires a gradient")
+
+
+def check_logger(cls: type) -> None:
+    """A logger (:class:`~vaezoo.interfaces.Logger`) says in ``missing()`` why it cannot run here (a string) or
+    None; when it can, it opens as ``cls(run_dir)`` in a temporary run folder (its other arguments have defaults),
+    takes scalars, an image grid, a rewind, more scalars and a close without an error, and writes only inside the run
+    folder it was given."""
+    check_registration(cls, "logger")
+    if not issubclass(cls, Logger):
+        raise _fail(cls, "is not a vaezoo.interfaces.Logger")
+    reason = cls.missing()
+    if reason is not None and not (isinstance(reason, str) and reason.strip()):
+        raise _fail(cls, f"missing() must return None or a reason (a non-empty string), got {reason!r}")
+    if reason is not None:
+        return  # what it needs is not installed here: the rest is checked where it is
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = Path(folder) / "run"
+        run_dir.mkdir()
+        if not isinstance(cls.describe(run_dir), str):
+            raise _fail(cls, "describe(run_dir) must return a string")
+        try:
+            logger = cls(run_dir)
+            logger.log_scalars(1, {"loss": 1.5, "kl/group_0": 0.25, "lr": 1e-3})
+            logger.log_images(1, "samples", torch.rand(3, 10, 12))
+            logger.rewind(0)
+            logger.log_scalars(1, {"loss": 1.25, "kl/group_0": 0.125, "lr": 1e-3})
+            logger.close()
+        except Exception as exc:
+            raise _fail(cls, f"{type(exc).__name__} while logging: {exc}") from exc
+        outside = [p.name for p in Path(folder).iterdir() if p != run_dir]
+        if outside:
+            raise _fail(cls, f"wrote outside the run folder it was given: {', '.join(sorted(outside))}")
 
 
 def check_dataset(cls: type) -> None:

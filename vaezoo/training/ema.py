@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -40,6 +43,19 @@ class ExponentialMovingAverage:
         state = model.state_dict()
         for key, value in self.shadow.items():
             state[key].copy_(value)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: nn.Module) -> Iterator[None]:
+        """The averaged weights in ``model`` for the ``with`` block, its own weights back after it."""
+        state = model.state_dict()
+        own = {key: state[key].detach().clone() for key in self.shadow}
+        self.copy_to(model)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for key, value in own.items():
+                    state[key].copy_(value)
 
     def state_dict(self) -> dict:
         return dict(self.shadow)

@@ -43,6 +43,18 @@ def _at_least_zero(v) -> bool:
     return v >= 0
 
 
+def _is_logger_spec(spec: Any) -> bool:
+    """A logger named by its registry name, or a ``{class_path, init_args}`` mapping."""
+    if isinstance(spec, str):
+        return bool(spec.strip())
+    return (
+        isinstance(spec, Mapping)
+        and isinstance(spec.get("class_path"), str)
+        and set(spec) <= {"class_path", "init_args"}
+        and isinstance(spec.get("init_args", {}), Mapping)
+    )
+
+
 def check_value(where: str, value: Any, check: Callable[[Any], bool], what: str) -> None:
     """``where must be WHAT, got VALUE`` when ``check(value)`` fails (or cannot be evaluated on that value)."""
     try:
@@ -186,14 +198,17 @@ class RecoverySettings(SettingsGroup):
 
 @dataclass(frozen=True)
 class LoggingSettings(SettingsGroup):
-    """What a run writes as it goes: metrics.jsonl records, TensorBoard events, preview images, the progress bar.
+    """What a run writes as it goes: metrics.jsonl records, the loggers (TensorBoard, ...), preview images, the progress
+    bar.
 
     Args:
-        log_every: Write a metrics.jsonl record and update the progress bar every this many steps.
+        log_every: Write a metrics.jsonl record (and send it to the loggers) every this many steps.
         sample_every: Write samples and reconstructions PNGs every this many steps (0: only at the end).
         num_samples: Images in each sample grid.
         sample_temperature: Temperature of the prior when drawing those samples.
-        tensorboard: Also write TensorBoard events (null: when the tensorboard package is installed).
+        tensorboard: The TensorBoard logger: on, off, or null (on when the tensorboard package is installed).
+        loggers: More loggers (vaezoo list logger): names or {class_path, init_args}; metrics.jsonl is always written.
+        image_every: Send sample and reconstruction grids to the loggers every this many steps (0: none).
         progress: Show the progress bar (on a terminal, rank 0 only).
     """
 
@@ -206,22 +221,40 @@ class LoggingSettings(SettingsGroup):
         default=1.0, metadata=within(lambda v: math.isfinite(v) and v > 0, "finite and positive")
     )
     tensorboard: bool | None = None
+    loggers: list[str | dict[str, Any]] = field(
+        default_factory=list,
+        metadata=within(
+            lambda v: isinstance(v, (list, tuple)) and all(_is_logger_spec(s) for s in v),
+            "a list of logger names or {class_path: NAME, init_args: {...}} mappings",
+        ),
+    )
+    image_every: int = field(default=0, metadata=within(_at_least_zero, ">= 0 (0: no images to the loggers)"))
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "loggers", tuple(self.loggers))  # frozen: the list a caller gave is not shared
 
 
 @dataclass(frozen=True)
 class EvaluationSettings(SettingsGroup):
-    """The test-set evaluation at the end of a run (ELBO, and the importance-weighted NLL when k > 0).
+    """The test-set evaluation at the end of a run (ELBO, and the importance-weighted NLL when k > 0), and the
+    validation during training: the test ELBO of the first val_examples test examples every val_every steps, with the
+    posterior noise of the run's seed (the same examples and draws each time), of the EMA weights when an EMA is on.
 
     Args:
         k: Importance samples of the test IW-NLL at the end (0: the test ELBO only).
-        batch_size: Test examples per batch of the final evaluation.
+        batch_size: Test examples per batch of the final evaluation and of the validation.
+        val_every: Measure the validation ELBO every this many steps (0: no validation during training).
+        val_examples: Test examples of the validation ELBO (the first ones; all of them when the test set is smaller).
     """
 
     group: ClassVar[str] = "evaluation"
 
     k: int = field(default=0, metadata=within(_at_least_zero, ">= 0"))
     batch_size: int = field(default=100, metadata=within(_positive, "positive"))
+    val_every: int = field(default=0, metadata=within(_at_least_zero, ">= 0 (0: no validation)"))
+    val_examples: int = field(default=500, metadata=within(_positive, "positive"))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Design points:
   once it has used up its rollbacks: it never skips silently forever.
 
 The pieces with their own reasons to change live beside it: the learning-rate schedule (:mod:`.schedules`), the
-speed switches (:mod:`.speed`), metrics, TensorBoard and the progress bar (:mod:`.reporting`), preview images
+speed switches (:mod:`.speed`), metrics, the loggers and the progress bar (:mod:`.reporting`), preview images
 (:mod:`.images`), checkpoint files (:mod:`.checkpoint`), multi-process helpers (:mod:`.distributed`) and the EMA
 (:mod:`.ema`).
 """
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from rich.progress import Progress
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..data.fit import check_data_fits
 from ..errors import VaezooError
@@ -33,6 +34,9 @@ from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
 from ..hardware import warn_emulated_bf16
 from ..interfaces import DataModule, GenerativeModel, Objective
+from ..loggers import TensorBoard
+from ..plots import read_metrics
+from ..plugins import get_registry
 from ..provenance import finished
 from . import images
 from .checkpoint import (
@@ -54,14 +58,14 @@ from .distributed import (
 from .ema import ExponentialMovingAverage
 from .optimizers import build_optimizer, check_groups_fit, clip_gradients, clip_sets, ema_keys
 from .reporting import (
+    Loggers,
     open_metrics,
     progress_bar,
+    resolve_loggers,
     step_record,
-    tensorboard_installed,
-    tensorboard_writer,
     truncate_metrics,
+    validation_summary,
     write_record,
-    write_scalars,
 )
 from .sampler import EpochBatchSampler
 from .schedules import learning_rate
@@ -134,8 +138,8 @@ class Trainer:
             schedule: The learning-rate schedule: warm-up, then a decay to lr_min.
             checkpoints: How often checkpoints are written and how many are kept.
             recovery: Non-finite steps: how many in a row roll back, how many rollbacks, the learning-rate factor.
-            logging: metrics.jsonl, TensorBoard, preview images and the progress bar.
-            evaluation: The test-set evaluation at the end of the run.
+            logging: metrics.jsonl, the loggers (TensorBoard, ...), preview images and the progress bar.
+            evaluation: The test-set evaluation at the end of the run, and the validation during training.
             speed: Speed and memory levers that leave the numbers as they are.
 
         Each group is a mapping of its settings (``optimizer={"lr": 0.01}``) or its dataclass
@@ -154,14 +158,11 @@ class Trainer:
         self.init_from = init_from
         #: the warm-up in steps (prepare() resolves warmup_epochs, as it resolves max_epochs into max_steps)
         self.warmup_steps = self.settings.schedule.warmup_steps
-        tensorboard = self.settings.logging.tensorboard
-        if tensorboard and not tensorboard_installed():  # asked for explicitly: say so rather than write nothing
-            raise VaezooError(
-                "trainer.logging.tensorboard is true, but the tensorboard package is not installed: pip install "
-                "tensorboard, or set it to null (TensorBoard logs when installed) or false"
-            )
-        #: None: TensorBoard logs when the package is installed (metrics.jsonl always)
-        self.tensorboard = tensorboard_installed() if tensorboard is None else tensorboard
+        logging = self.settings.logging
+        #: the loggers rank 0 opens (metrics.jsonl is always written), and why TensorBoard is off when its default is
+        self.logger_specs, self.logging_note = resolve_loggers(logging.tensorboard, logging.loggers, get_registry)
+        #: whether the run writes TensorBoard events
+        self.tensorboard = any(spec.cls is TensorBoard for spec in self.logger_specs)
         self.device = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
         )
@@ -347,35 +348,44 @@ class Trainer:
         else:
             torch.manual_seed(seed + 7919 * ctx.rank)  # each rank draws its own latent noise
 
-        writer = tensorboard_writer(run_dir / "tensorboard") if self.tensorboard and ctx.is_main else None
         progress = progress_bar(self.settings.logging.progress and ctx.is_main, console)
         metrics_file = open_metrics(run_dir / "metrics.jsonl", ctx.is_main)
-        self._metrics_file, self._console = metrics_file, console
-        with progress as bar, metrics_file:
-            # no loss, KL or speed to show before the first logged step: the bar shows "…" for them
-            task = bar.add_task(
-                "fit", total=self.max_steps, completed=self.state["step"], loss=None, kl=None, rate=None
-            )
-            while self.state["step"] < self.max_steps:
-                try:
-                    self._run(data, train_set, seed, run_dir, metrics_file, writer, bar, task)
-                except _Rollback:
-                    continue
-            if not list_checkpoints(self.ckpt_dir) or list_checkpoints(self.ckpt_dir)[-1][0] != self.state["step"]:
-                self._save(final=True)
-        if writer is not None:
-            writer.close()
+        loggers = Loggers.open(self.logger_specs if ctx.is_main else [], run_dir, console)
+        if resume:  # the steps after the checkpoint are replayed: loggers that can forget them do
+            loggers.rewind(self.state["step"])
+        self._metrics_file, self._console, self._loggers = metrics_file, console, loggers
+        try:
+            with progress as bar, metrics_file:
+                # no loss, KL or speed to show before the first logged step: the bar shows "…" for them
+                task = bar.add_task(
+                    "fit", total=self.max_steps, completed=self.state["step"], loss=None, kl=None, rate=None
+                )
+                while self.state["step"] < self.max_steps:
+                    try:
+                        self._run(data, train_set, seed, run_dir, metrics_file, loggers, bar, task)
+                    except _Rollback:
+                        continue
+                if not list_checkpoints(self.ckpt_dir) or list_checkpoints(self.ckpt_dir)[-1][0] != self.state["step"]:
+                    self._save(final=True)
+        finally:
+            loggers.close()
         self._release_data_parallel()
+        summary = {
+            "step": self.state["step"],
+            "skipped_steps": self.state["skipped_steps"],
+            "rollbacks": self.state["rollbacks"],
+        }
+        if ctx.is_main and self.settings.evaluation.val_every:
+            # from the records, which hold the steps of earlier invocations of a resumed run too
+            validation = validation_summary(read_metrics(run_dir / "metrics.jsonl"))
+            if validation is not None:
+                summary["validation"] = {**validation, "seed": seed, "weights": "ema" if self.ema else "model"}
         if self.ema is not None:
             self.ema.copy_to(model)  # evaluate and publish the averaged weights
         if ctx.is_main:
             self.save_samples(model, run_dir / "samples.png", seed)
             self.save_reconstructions(model, data, run_dir / "reconstructions.png")
-        return {
-            "step": self.state["step"],
-            "skipped_steps": self.state["skipped_steps"],
-            "rollbacks": self.state["rollbacks"],
-        }
+        return summary
 
     def _release_data_parallel(self) -> None:
         """Drop the DDP wrapper once training is over: it holds the process group, which the caller may now leave
@@ -383,7 +393,7 @@ class Trainer:
         if getattr(self, "_ddp", None) is not None:
             self.view, self._ddp = self.model, None
 
-    def _run(self, data, train_set, seed, run_dir, metrics_file, writer, bar, task) -> None:
+    def _run(self, data, train_set, seed, run_dir, metrics_file, loggers, bar, task) -> None:
         model, ctx, logging = self.model, self.ctx, self.settings.logging
         state = self.state
         sampler = EpochBatchSampler(
@@ -431,7 +441,7 @@ class Trainer:
                 )
                 record["global_batch"] = self.global_batch
                 write_record(metrics_file, record)
-                write_scalars(writer, record, state["step"])
+                loggers.record(record)
                 steps_per_s = (window_images / max(elapsed, 1e-9)) / (x.shape[0] * self.accumulate)
                 bar.update(task, loss=record["loss"], kl=record.get("kl"), rate=steps_per_s)
                 window_start, window_images = time.perf_counter(), 0
@@ -439,14 +449,45 @@ class Trainer:
             if ctx.is_main and logging.sample_every and state["step"] % logging.sample_every == 0:
                 self.save_samples(model, run_dir / f"samples_step_{state['step']:08d}.png", seed)
                 self.save_reconstructions(model, data, run_dir / f"reconstructions_step_{state['step']:08d}.png")
+            if loggers and logging.image_every and state["step"] % logging.image_every == 0:
+                grid = images.sample_grid(model, seed, logging.num_samples, logging.sample_temperature)
+                loggers.images(state["step"], "samples", grid)
+                loggers.images(state["step"], "reconstructions", images.reconstruction_grid(model, data, self.device))
+            val_every = self.settings.evaluation.val_every
+            if ctx.is_main and val_every and state["step"] % val_every == 0:
+                record = self.validate(model, data, state["step"])
+                write_record(metrics_file, record)
+                loggers.record(record)
             # a checkpoint is a rollback target: never take one in the middle of a run of bad steps
             every = self.settings.checkpoints.every
             if every and state["step"] % every == 0 and consecutive_bad == 0:
                 if ctx.is_main:
                     units = active_units(model, data.test_dataset())
                     if units is not None:
-                        write_record(metrics_file, {"step": state["step"], "active_units": units})
+                        record = {"step": state["step"], "active_units": units}
+                        write_record(metrics_file, record)
+                        loggers.record(record)
                 self._save()
+
+    def validate(self, model: GenerativeModel, data: DataModule, step: int) -> dict:
+        """The validation record of ``step``: the test ELBO of the first ``trainer.evaluation.val_examples`` test
+        examples, with the posterior noise of the run's seed (:func:`~vaezoo.evaluation.evaluate` draws it from its
+        own generators, so every validation sees the same draws and the training's random stream is untouched), of the
+        EMA weights when an EMA is on (those the run saves and evaluates at its end). The model is left as it was:
+        its weights, and its train mode."""
+        evaluation = self.settings.evaluation
+        test_set = data.test_dataset()
+        subset = Subset(test_set, range(min(evaluation.val_examples, len(test_set))))
+        quiet = Progress(disable=True)  # under the fit's own bar: no second live display
+        with self.ema.swapped_in(model) if self.ema is not None else nullcontext():
+            result = evaluate(model, subset, k=0, batch_size=evaluation.batch_size, seed=self.seed, progress=quiet)
+        return {
+            "step": step,
+            "val_elbo_nats": result.elbo_nats,
+            "val_nelbo_bpd": result.nelbo_bpd,
+            "val_unit": result.unit,
+            "val_examples": result.num_examples,
+        }
 
     def _rollback_or_stop(self, step: int, consecutive_bad: int, metrics_file) -> None:
         found, recovery = list_checkpoints(self.ckpt_dir), self.settings.recovery
@@ -459,6 +500,7 @@ class Trainer:
         self._restore(found[-1][1])
         self.state.update(skipped_steps=skipped, rollbacks=rollbacks, lr_scale=lr_scale * recovery.rollback_lr_factor)
         metrics_file.drop_after(self.state["step"])  # the steps about to be replayed are recorded once, when replayed
+        self._loggers.rewind(self.state["step"])
         event = {"step": step, "event": "rollback", "to_step": self.state["step"], "lr_scale": self.state["lr_scale"]}
         write_record(metrics_file, event)
         raise _Rollback()
