@@ -25,7 +25,8 @@ class ModelCardInfo:
 
     ``origin``: ``store`` (installed with ``vaezoo convert ... --pretrained``), ``bundled`` (shipped inside an
     installed package), ``hf-cache`` (the Hugging Face cache, no request made), ``hub`` (resolved on the Hub) or
-    ``local-dir``; ``location``: the folder, or ``repo@commit``. ``metadata`` is the whole card metadata of config.json (``model.card_metadata``).
+    ``local-dir``; ``location``: the folder, or ``repo@commit``. ``metadata`` is the whole card metadata of
+    config.json (``model.card_metadata``).
     """
 
     name: str | None

@@ -2,9 +2,10 @@
 strict reading of a saved-model folder into a ready model.
 
 A pretrained name is looked for in the local store (installed with ``vaezoo convert ... --pretrained NAME``),
-then among the folders that ship inside installed packages (the entry's ``bundled``), then in the Hugging Face cache (no request), then on the Hub; found nowhere, the error says where the official
-checkpoint is published and how to install it. A loaded model carries ``model.card``
-(:class:`~vaezoo.hub.card.ModelCardInfo`: metadata and where it came from) and ``model.card_metadata``.
+then among the folders that ship inside installed packages (the entry's ``bundled``), then in the Hugging Face cache
+(no request), then on the Hub; found nowhere, the error says where the official checkpoint is published and how to
+install it. A loaded model carries ``model.card`` (:class:`~vaezoo.hub.card.ModelCardInfo`: metadata and where it
+came from) and ``model.card_metadata``.
 
 A config never imports code: the model is rebuilt with :func:`vaezoo.config.build`, which only accepts
 registered class paths, and its weights are loaded strictly from safetensors.
