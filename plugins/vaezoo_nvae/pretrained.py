@@ -8,10 +8,19 @@ converted weights (``vaezoo push ... --pretrained NAME``), looked for after the 
 number (Table 1 of Vahdat & Kautz, NeurIPS 2020), labelled as such: it was not measured on the converted
 weights. ``revision`` stays "main" until a commit is pinned.
 
+One model ships with the package: ``nvae-mnist-small`` (:data:`BUNDLED`), the quickstart's small NVAE trained by
+``vaezoo fit recipes/nvae_mnist_small.yaml`` (``benchmarks/reproduce_pretrained.py`` trains it again). Its saved-model
+folder lies in ``weights/nvae-mnist-small/`` of this package, so ``vaezoo.load("nvae-mnist-small")`` works offline
+right after installation; its card metadata (the metrics that fit measured, with their protocol, and the run's
+provenance) is read from that folder's config.json.
+
 The NVAE plugin registers the table with ``register_pretrained = hookimpl(pretrained.register_pretrained)``.
 """
 
 from __future__ import annotations
+
+import json
+from importlib import resources
 
 SOURCE = "converted from the official NVlabs checkpoint"
 LICENSE = "NVIDIA Source Code License (non-commercial); converted weights keep it"
@@ -33,8 +42,26 @@ TABLE: dict[str, tuple[str, str, str, float, str]] = {
 }
 
 
+#: name -> folder inside this package: saved models that ship with it (card keys read from their config.json)
+BUNDLED: dict[str, str] = {"nvae-mnist-small": "weights/nvae-mnist-small"}
+_CARD_KEYS = ("preset", "description", "source", "license", "license_link", "dataset", "metrics")
+
+
+def bundled_card(folder: str) -> dict:
+    """The card keys of a bundled saved model's config.json; none when it cannot be read (the hub then says what is
+    missing when the model is loaded: registering never fails)."""
+    try:
+        config = json.loads(resources.files(__package__).joinpath(f"{folder}/config.json").read_text(encoding="utf-8"))
+        metadata = config["metadata"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {key: metadata[key] for key in _CARD_KEYS if key in metadata} if isinstance(metadata, dict) else {}
+
+
 def register_pretrained(register) -> None:
     """The ``register_pretrained`` hook body: one ``register(name, **metadata)`` call per published model."""
+    for name, folder in BUNDLED.items():
+        register(name, **{"preset": name, **bundled_card(folder), "bundled": f"{__package__}:{folder}"})
     for name, (repo_id, preset, dataset, value, unit) in TABLE.items():
         register(
             name,

@@ -1,8 +1,9 @@
 """``vaezoo list [KIND] [PATTERN]``: the registry as a table.
 
 ``vaezoo list pretrained`` shows, for each pretrained name, where :func:`vaezoo.load` would take it from
-(installed in the local store, cached by Hugging Face, on the Hub, or nowhere: then how to install it) and its
-licence; the Hub is asked with one quick request per name, in parallel, unless HF_HUB_OFFLINE is set.
+(installed in the local store, bundled with its package, cached by Hugging Face, on the Hub, or nowhere: then how to
+install it) and its licence; the Hub is asked with one quick request per name, in parallel, unless HF_HUB_OFFLINE
+is set.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _list_pretrained(entries) -> int:
     from ..hub import locate_all
 
     found = locate_all([e.name for e in entries])
-    table = Table(title="vaezoo pretrained models (vaezoo.load looks in this order: installed, cached, Hub)")
+    table = Table(title="vaezoo pretrained models (vaezoo.load looks in this order: installed, bundled, cached, Hub)")
     for column in ("name", "preset", "available", "from", "license", "plugin"):
         table.add_column(column, overflow="fold")  # URLs and commands stay whole, to copy
     for entry in entries:

@@ -12,6 +12,7 @@ A saved model is a folder of three files:
 Names accepted by :func:`load`: a registered pretrained name (``vaezoo list pretrained``),
 ``hf-hub:org/repo[@revision]`` or ``local-dir:PATH``. A pretrained name is looked for in the local store
 (``$VAEZOO_HOME/models/<name>``, filled by ``vaezoo convert SOURCE CHECKPOINT --pretrained NAME``), then in the
+folder that ships inside an installed package (the entry's ``bundled``, e.g. ``nvae-mnist-small``), then in the
 Hugging Face cache, then on the Hub. A loaded model carries ``model.card`` (:class:`ModelCardInfo`).
 
 huggingface_hub reads its ``HF_*`` environment variables (HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_HUB_OFFLINE,

@@ -16,16 +16,17 @@ from .format import CONFIG_NAME, WEIGHTS_NAME
 _METRIC_COLUMNS = ("name", "value", "unit", "split", "protocol", "source")
 
 #: where a loaded model came from (:attr:`ModelCardInfo.origin`)
-ORIGINS = ("store", "hf-cache", "hub", "local-dir")
+ORIGINS = ("store", "bundled", "hf-cache", "hub", "local-dir")
 
 
 @dataclass(frozen=True)
 class ModelCardInfo:
     """What a loaded model says about itself (``model.card``): its card metadata and where it was loaded from.
 
-    ``origin``: ``store`` (installed with ``vaezoo convert ... --pretrained``), ``hf-cache`` (the Hugging Face
-    cache, no request made), ``hub`` (resolved on the Hub) or ``local-dir``; ``location``: the folder, or
-    ``repo@commit``. ``metadata`` is the whole card metadata of config.json (``model.card_metadata``).
+    ``origin``: ``store`` (installed with ``vaezoo convert ... --pretrained``), ``bundled`` (shipped inside an
+    installed package), ``hf-cache`` (the Hugging Face cache, no request made), ``hub`` (resolved on the Hub) or
+    ``local-dir``; ``location``: the folder, or ``repo@commit``. ``metadata`` is the whole card metadata of
+    config.json (``model.card_metadata``).
     """
 
     name: str | None

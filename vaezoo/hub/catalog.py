@@ -6,27 +6,35 @@ dataset, metrics, ...) plus where the weights come from:
 
 - ``repo_id``, ``revision``: the Hub repo of the converted weights;
 - ``converter``: the registered converter that imports the official checkpoint (``vaezoo convert``);
-- ``checkpoint_url``, ``checkpoint_page``: where that official checkpoint is published (download link, page).
+- ``checkpoint_url``, ``checkpoint_page``: where that official checkpoint is published (download link, page);
+- ``bundled``: ``"package:folder/inside/it"``, a saved-model folder that ships inside an installed package (found with
+  :mod:`importlib.resources`, so from a wheel and from an editable install alike): weights that work offline right
+  after installation.
 
-:func:`vaezoo.load` looks for a pretrained name in the local store (:mod:`.store`), then the Hugging Face cache,
-then the Hub; :func:`locate` answers the same question without loading (``vaezoo list pretrained``).
+:func:`vaezoo.load` looks for a pretrained name in the local store (:mod:`.store`), then among the bundled folders,
+then in the Hugging Face cache, then on the Hub; :func:`locate` answers the same question without loading
+(``vaezoo list pretrained``).
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import RegistryError, VaezooError
 from ..plugins import get_registry
 from ..registry import Entry
 from .downloading import cached_snapshot, probe
 from .env import sync_hf_environment
+from .format import CONFIG_NAME, HubError
 from .names import resolve_name
 from .store import installed_folder, store_path
 
 #: entry keys that say where weights come from; every other key is card metadata
-SOURCE_KEYS = ("repo_id", "revision", "converter")
+SOURCE_KEYS = ("repo_id", "revision", "converter", "bundled")
 
 
 def pretrained_entry(name: str) -> Entry:
@@ -62,6 +70,45 @@ def pretrained_name(name: str) -> str:
     return pretrained_entry(name).name
 
 
+def bundled_folder(name: str) -> Path | None:
+    """The saved-model folder that ships with an installed package for pretrained ``name`` (its entry's ``bundled``
+    key), or None when the entry has none. A declared folder that is missing from the installation is None when the
+    entry can come from the Hub instead, else one line saying so."""
+    entry = pretrained_entry(name)
+    spec = entry.target.get("bundled")
+    if spec is None:
+        return None
+    folder = _bundled_path(spec, f"pretrained {name!r} (plugin {entry.plugin})")
+    if (folder / CONFIG_NAME).is_file():
+        return folder
+    if entry.target.get("repo_id"):
+        return None
+    raise HubError(
+        f"{name} ships with the package in {folder}, but that folder has no {CONFIG_NAME}: the installation is "
+        "incomplete (a build without its package data?); reinstall the package that provides it"
+    )
+
+
+def _bundled_path(spec: object, what: str) -> Path:
+    """The folder that a ``"package:folder/inside/it"`` spec names, inside the installed package."""
+    match = (
+        re.fullmatch(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([\w.\-]+(?:/[\w.\-]+)*)", spec)
+        if isinstance(spec, str)
+        else None
+    )
+    if match is None or ".." in match.group(2).split("/"):
+        raise HubError(f"{what}: bundled must be 'package:folder/inside/it', got {spec!r}")
+    package, inside = match.groups()
+    try:
+        root = importlib.resources.files(package)
+    except (ImportError, TypeError) as exc:
+        raise HubError(f"{what}: bundled names the package {package!r}, which cannot be imported ({exc})") from exc
+    folder = root.joinpath(inside)
+    if not isinstance(folder, Path):  # a package inside a zip file: safetensors needs a real file
+        raise HubError(f"{what}: the package {package!r} is not installed as files on disk ({folder})")
+    return folder
+
+
 def entry_card(entry: Entry) -> dict:
     """The card metadata of a pretrained entry (what an installed or pushed model records)."""
     return {k: v for k, v in entry.target.items() if k not in SOURCE_KEYS and v is not None}
@@ -89,7 +136,8 @@ def install_hint(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Location:
-    """Where a pretrained name would load from: ``installed``, ``cached``, ``Hub`` or ``nowhere``, with details."""
+    """Where a pretrained name would load from: ``installed``, ``bundled``, ``cached``, ``Hub`` or ``nowhere``, with
+    details."""
 
     kind: str
     detail: str
@@ -99,7 +147,7 @@ class Location:
 
 
 def locate(name: str, *, check_hub: bool = True, timeout: float | None = None) -> Location:
-    """Where :func:`vaezoo.load` would take pretrained ``name`` from, in its order: store, cache, Hub.
+    """Where :func:`vaezoo.load` would take pretrained ``name`` from, in its order: store, bundled, cache, Hub.
 
     The Hub is asked with one quick request (no download); with HF_HUB_OFFLINE set it is not asked.
     """
@@ -108,6 +156,12 @@ def locate(name: str, *, check_hub: bool = True, timeout: float | None = None) -
     folder = installed_folder(name)
     if folder is not None:
         return Location("installed", str(folder))
+    try:
+        folder = bundled_folder(name)
+    except HubError as exc:  # declared, missing, and nowhere else to come from
+        return Location("nowhere", str(exc))
+    if folder is not None:
+        return Location("bundled", str(folder))
     try:
         repo_id, revision = resolve_name(name)
     except VaezooError as exc:  # an entry without a usable repo id: it can only be installed

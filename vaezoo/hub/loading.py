@@ -2,9 +2,10 @@
 strict reading of a saved-model folder into a ready model.
 
 A pretrained name is looked for in the local store (installed with ``vaezoo convert ... --pretrained NAME``),
-then in the Hugging Face cache (no request), then on the Hub; found nowhere, the error says where the official
-checkpoint is published and how to install it. A loaded model carries ``model.card``
-(:class:`~vaezoo.hub.card.ModelCardInfo`: metadata and where it came from) and ``model.card_metadata``.
+then among the folders that ship inside installed packages (the entry's ``bundled``), then in the Hugging Face cache
+(no request), then on the Hub; found nowhere, the error says where the official checkpoint is published and how to
+install it. A loaded model carries ``model.card`` (:class:`~vaezoo.hub.card.ModelCardInfo`: metadata and where it
+came from) and ``model.card_metadata``.
 
 A config never imports code: the model is rebuilt with :func:`vaezoo.config.build`, which only accepts
 registered class paths, and its weights are loaded strictly from safetensors.
@@ -23,7 +24,7 @@ from torch import nn
 from ..config import build
 from ..errors import CheckpointError, ConfigError, VaezooError
 from .card import ModelCardInfo
-from .catalog import install_hint, pretrained_name
+from .catalog import bundled_folder, install_hint, pretrained_name
 from .downloading import cached_snapshot, fetch
 from .format import (
     CONFIG_NAME,
@@ -72,15 +73,18 @@ def load(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Modu
 
 def load_pretrained(name: str, device: Any = "cpu", revision: str | None = None) -> nn.Module:
     """A registered pretrained name (or a preset that exactly one pretrained entry uses): from the local store, else
-    the Hugging Face cache, else the Hub.
+    the folder that ships with its package (the entry's ``bundled``), else the Hugging Face cache, else the Hub.
 
-    ``revision`` (a Hub branch, tag or commit) skips the store, which holds one version per name.
+    ``revision`` (a Hub branch, tag or commit) skips the store and the bundled folder, which hold one version each.
     """
     name = pretrained_name(name)  # unknown name: one line with close matches, before anything else
     if revision is None:
         folder = installed_folder(name)
         if folder is not None:
             return load_folder(folder, device, where=f"{name} (installed in {folder})", origin="store", name=name)
+        folder = bundled_folder(name)
+        if folder is not None:
+            return load_folder(folder, device, where=f"{name} (shipped in {folder})", origin="bundled", name=name)
     repo_id, rev = resolve_name(name, revision)
     where = f"{name} ({HF_HUB_PREFIX}{repo_id}@{rev})"
     folder = cached_snapshot(repo_id, rev)

@@ -23,6 +23,11 @@ def resolve_name(name: str, revision: str | None = None) -> tuple[str, str]:
     entry = get_registry().get("pretrained", name)  # RegistryError with close matches when unknown
     repo_id = entry.target.get("repo_id")
     if not isinstance(repo_id, str):
+        if entry.target.get("bundled") is not None:  # e.g. vaezoo download of a model that needs no download
+            raise RegistryError(
+                f"pretrained {name!r} ships with its package (plugin {entry.plugin}) and has no Hub repo: "
+                f"vaezoo.load({name!r}) loads it offline"
+            )
         raise RegistryError(f"pretrained {name!r} (plugin {entry.plugin}) has no repo_id")
     check_repo_id(repo_id, f"pretrained {name!r}")
     return repo_id, revision or entry.target.get("revision") or DEFAULT_REVISION
