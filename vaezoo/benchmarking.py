@@ -94,5 +94,7 @@ def benchmark_phase(
         "times_s": times,
         "batch_size": batch_size,
         **({"k": k} if phase == "iw" else {}),
+        # the precision the step ran in (what ``precision: auto`` chose, and why)
+        **({"precision": trainer.precision, "precision_note": trainer.precision_note} if phase == "train" else {}),
         **peak_memory(device),
     }

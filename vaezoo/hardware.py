@@ -103,6 +103,34 @@ def default_cpu_precision() -> str:
     return "bf16" if "amx_bf16" in flags else "fp32"
 
 
+#: the widest convolution (output channels) below which ``precision: auto`` keeps fp32 on AMX CPUs: at small widths
+#: the conversions around every bf16 kernel cost more than its faster convolutions (the ``cifar_small`` step, at most
+#: 32 channels: 0.83x of fp32 in bf16; the paper's CIFAR-10 model, 128 channels: 1.68x; benchmarks/compare_official.py
+#: on a 2-core AMX Xeon)
+AUTO_BF16_MIN_CHANNELS = 64
+
+
+def auto_precision(device: torch.device, model: torch.nn.Module) -> tuple[str, str]:
+    """``(precision, why)`` that ``precision: auto`` chooses for training ``model`` on ``device``: bf16 on a GPU that
+    has it and on a CPU with AMX tiles (``amx_bf16``) when the model's widest convolution has at least
+    :data:`AUTO_BF16_MIN_CHANNELS` output channels; fp32 everywhere else. A pure function of the machine and the
+    architecture, so a resumed run chooses as the run it continues did."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"{torch.cuda.get_device_name(device)} computes in bfloat16 natively"
+        return "fp32", f"{torch.cuda.get_device_name(device)} has no native bfloat16"
+    if device.type != "cpu":
+        return "fp32", f"no bf16 rule for {device.type} devices"
+    if default_cpu_precision() != "bf16":
+        return "fp32", f"{_cpuinfo()[0]} has no AMX tiles (amx_bf16): bf16 would not be faster"
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    widest = max(widths, default=0)
+    if widest < AUTO_BF16_MIN_CHANNELS:
+        return "fp32", (f"the widest convolution has {widest} channels (bf16 pays from {AUTO_BF16_MIN_CHANNELS} on "
+                        "AMX; below, its conversions cost more than it saves)")  # fmt: skip
+    return "bf16", f"AMX tiles (amx_bf16) and convolutions up to {widest} channels"
+
+
 def warn_emulated_bf16(precision: str, device: torch.device, console=None) -> str | None:
     """Print :func:`bf16_warning` as one line (on the rich ``console`` when given, else stderr); returns it."""
     message = bf16_warning(precision, device)

@@ -32,7 +32,7 @@ from ..data.fit import check_data_fits
 from ..errors import VaezooError
 from ..evaluation import evaluate
 from ..evaluation.metrics import active_units
-from ..hardware import warn_emulated_bf16
+from ..hardware import auto_precision, warn_emulated_bf16
 from ..interfaces import DataModule, GenerativeModel, Objective
 from ..loggers import TensorBoard
 from ..plots import read_metrics
@@ -114,7 +114,7 @@ class Trainer:
         max_steps: int = 1000,
         max_epochs: int | None = None,
         accumulate_grad_batches: int = 1,
-        precision: Literal["fp32", "bf16", "fp16"] = "fp32",
+        precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32",
         device: str = "auto",
         init_from: str | None = None,
         optimizer: OptimizerSettings = OptimizerSettings(),
@@ -131,7 +131,8 @@ class Trainer:
             max_steps: Optimiser updates (steps of one global batch) to train for; max_epochs replaces it when set.
             max_epochs: Train for this many epochs instead of max_steps (converted to steps from the training set).
             accumulate_grad_batches: Micro-batches per step (global batch: batch_size x processes x this).
-            precision: fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler); log-densities stay fp32.
+            precision: fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler); log-densities stay fp32; auto: bf16
+                where the device computes it natively and the model is wide enough to gain (said at start), else fp32.
             device: auto (the first GPU if any, else cpu), cpu, cuda, cuda:1, mps, ...
             init_from: Start from the weights of a saved model (folder, hf-hub:ORG/REPO or pretrained name).
             optimizer: The optimiser (Adamax): learning rate, weight decay, eps, betas, clipping, EMA, param_groups.
@@ -155,6 +156,8 @@ class Trainer:
         self.max_steps, self.max_epochs = max_steps, max_epochs
         self.accumulate = accumulate_grad_batches
         self.precision = precision
+        #: why ``auto`` chose what it chose (set by prepare(); None for an explicit precision)
+        self.precision_note: str | None = None
         self.init_from = init_from
         #: the warm-up in steps (prepare() resolves warmup_epochs, as it resolves max_epochs into max_steps)
         self.warmup_steps = self.settings.schedule.warmup_steps
@@ -263,6 +266,9 @@ class Trainer:
                 model.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay,
                 foreach=speed.adamax_foreach,
             )  # fmt: skip
+        if self.precision == "auto":  # resolved once the model and the device are known
+            self.precision, why = auto_precision(self.device, model)
+            self.precision_note = f"trainer.precision auto: {self.precision} ({why})"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.clip_sets = clip_sets(model, opt.param_groups, opt.grad_clip)  # per optimiser group
         self.ema = ExponentialMovingAverage(model, opt.ema_decay) if opt.ema_decay else None
@@ -336,6 +342,8 @@ class Trainer:
         train_set = data.train_dataset()
         self.prepare(model, objective, data_batch_size=data.batch_size, num_examples=len(train_set), seed=seed)
         if ctx.is_main:  # emulated bf16 is several times slower than fp32: say so before the first step
+            if self.precision_note is not None and console is not None:
+                console.print(self.precision_note, soft_wrap=True, highlight=False)
             warn_emulated_bf16(self.precision, self.device, console)
 
         if resume:
