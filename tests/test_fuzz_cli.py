@@ -148,7 +148,7 @@ TRAINER_INVALID = {
     "rollback_lr_factor": floats_outside(0.0, 1.0, False, True),
     "ema_decay": floats_outside(0.0, 1.0, False, False),
     "grad_clip": floats_outside(0.0, None, False, False),
-    "precision": words.filter(lambda s: s not in ("fp32", "bf16", "fp16")),
+    "precision": words.filter(lambda s: s not in ("fp32", "bf16", "fp16", "auto")),
     "lr_schedule": words.filter(lambda s: s not in ("cosine_step", "cosine_epoch", "constant")),
     "depthwise_weight_grad": words.filter(lambda s: s not in ("native", "compiled")),
     "tensorboard": st.one_of(words, st.lists(st.booleans(), min_size=1, max_size=2)),
