@@ -32,8 +32,12 @@ def test_hub_load_passes_overrides_and_pretrained_gives_vaezoos_one_line_error()
     reference = vaezoo.create("vae-mnist", latent_dim=4).state_dict()
     assert model.latent_dim == 4 and model.state_dict().keys() == reference.keys()
     assert all(torch.equal(model.state_dict()[key], reference[key]) for key in reference)
-    with pytest.raises(VaezooError, match=r"^'nvae-mnist-small' is a preset without published weights: vaezoo\.create"):
-        torch.hub.load(str(REPO_ROOT), "nvae_mnist_small", source="local", pretrained=True)
+    with pytest.raises(VaezooError, match=r"^'vae-mnist' is a preset without published weights: vaezoo\.create"):
+        torch.hub.load(str(REPO_ROOT), "vae_mnist", source="local", pretrained=True)
+    # the small NVAE ships its weights with the package: pretrained=True is vaezoo.load of them
+    shipped = torch.hub.load(str(REPO_ROOT), "nvae_mnist_small", source="local", pretrained=True)
+    loaded = vaezoo.load("nvae-mnist-small").state_dict()
+    assert all(torch.equal(shipped.state_dict()[key], value) for key, value in loaded.items())
 
 
 def test_hub_list_and_help_read_the_entry_points(tmp_path, monkeypatch):
@@ -46,7 +50,9 @@ def test_hub_list_and_help_read_the_entry_points(tmp_path, monkeypatch):
     assert [name for name in entries if name.startswith("test_") or not name.islower()] == []
     doc = torch.hub.help("vaezoo/vaezoo:main", "nvae_mnist_small", trust_repo=True, skip_validation=True)
     assert doc.startswith("A small NVAE for padded MNIST: 8 channels")
-    assert "vaezoo.create('nvae-mnist-small', **kwargs)" in doc and "no published weights" in doc
+    assert "vaezoo.create('nvae-mnist-small', **kwargs)" in doc and "pretrained entry 'nvae-mnist-small'" in doc
+    doc = torch.hub.help("vaezoo/vaezoo:main", "vae_mnist", trust_repo=True, skip_validation=True)
+    assert "no published weights" in doc
     doc = torch.hub.help("vaezoo/vaezoo:main", "nvae_cifar10", trust_repo=True, skip_validation=True)
     assert "weights of the registered pretrained entry 'nvae-cifar10'" in doc
     for name in entries:
