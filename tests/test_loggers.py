@@ -315,3 +315,42 @@ def test_the_example_csv_logger_plugin_writes_each_metric_and_forgets_replayed_s
     images = sorted(p.name for p in (run / "csv" / "images").iterdir())
     assert images == [f"{name}_step_{s:08d}.png" for name in ("reconstructions", "samples") for s in (2, 4)]
     assert Image.open(run / "csv" / "images" / "samples_step_00000004.png").size == (2 + 2 * 30, 2 + 2 * 30)
+
+
+def test_the_example_mlflow_logger_plugin_sends_each_metric_at_its_step(tmp_path, monkeypatch, capsys):
+    """examples/plugin-mlflow-logger: MLflow's client calls as a logger. Read back from an MLflow file store, each metric
+    has the values metrics.jsonl records at their steps, the image grids are artifacts, and the run is finished."""
+    import importlib
+
+    from mlflow import MlflowClient
+
+    from vaezoo.cli import main
+    from vaezoo.plugins import plugin
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "examples" / "plugin-mlflow-logger"))
+    store = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's local store, for this test
+    run = tmp_path / "run"
+    with plugin(importlib.import_module("vaezoo_mlflow_logger"), name="mlflowlog"):
+        code = main(["fit", str(REPO_ROOT / "recipes" / "vae_mnist.yaml"), "--model.init_args.latent_dim", "4",
+                     "--model.init_args.hidden_channels", "4", "--model.init_args.hidden_units", "16",
+                     "--data.init_args.batch_size", "16", "--data.init_args.test_size", "60", "--trainer.max_steps", "4",
+                     "--trainer.logging.log_every", "1", "--trainer.logging.image_every", "2",
+                     "--trainer.logging.num_samples", "4", "--trainer.logging.tensorboard", "false",
+                     "--trainer.logging.progress", "false", "--trainer.evaluation.k", "0",
+                     "--trainer.logging.loggers", "[MLflowLogger]", "--run_dir", str(run)])  # fmt: skip
+    assert code == 0 and "logs: metrics.jsonl and MLflow (MLflowLogger)" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=store)
+    run_id = (run / "mlflow_run_id.txt").read_text().strip()
+    steps = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+
+    def history(name: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+
+    assert history("loss") == [(r["step"], r["loss"]) for r in steps] and len(steps) == 4
+    assert history("kl.group_0") == [(r["step"], r["kl_per_group"][0]) for r in steps]
+    assert history("lr") == [(r["step"], r["lr"]) for r in steps]
+    images = sorted(a.path for a in client.list_artifacts(run_id, "images"))
+    assert images == [f"images/{name}_step_{s:08d}.png" for name in ("reconstructions", "samples") for s in (2, 4)]
+    assert client.get_run(run_id).info.status == "FINISHED"
