@@ -57,6 +57,9 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
         },
         os.path.join(out_dir, f"rank{rank}.pt"),
     )
+    # both ranks leave together: a rank tearing the group down while the other still talks to it aborts that one
+    # ("terminate called without an active exception"), as vaezoo's own shutdown(together=True) avoids
+    dist.barrier()
     dist.destroy_process_group()
 
 
