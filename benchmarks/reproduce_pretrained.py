@@ -27,7 +27,6 @@ provenance names.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from vaezoo.hub.format import sha256  # the file hash the saved model's config.json records
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/nvae_mnist_small.yaml"
@@ -56,14 +57,6 @@ CARD = {
     "license": "apache-2.0",
     "reproduce": f"{COMMAND} --check (bit for bit on the same CPU class, torch version and thread count)",
 }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train(run_dir: Path, threads: int) -> float:

@@ -18,6 +18,22 @@ def _tensors(*shape, seed=0, scale=1.0):
     return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
 
 
+def _is_the_normal(q, mu: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``q`` scores ``z`` as N(mu, sigma^2), samples ``mu + sigma * noise`` from given noise, and draws its own noise
+    from the global generator in mu's shape and dtype; returns that drawn noise."""
+    torch.testing.assert_close(q.log_prob(z), Normal(mu, sigma).log_prob(z))
+    sample, used = q.sample(noise)
+    assert used is noise
+    torch.testing.assert_close(sample, mu + sigma * noise)
+    torch.manual_seed(7)
+    drawn, drawn_noise = q.sample()
+    torch.manual_seed(7)
+    expected_noise = torch.randn(mu.shape, dtype=mu.dtype)
+    torch.testing.assert_close(drawn_noise, expected_noise)
+    torch.testing.assert_close(drawn, mu + sigma * expected_noise)
+    return drawn_noise
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_diagonal_normal_is_the_normal_of_its_parameters(temperature):
     mu, log_sigma, z, noise = (
@@ -30,15 +46,7 @@ def test_diagonal_normal_is_the_normal_of_its_parameters(temperature):
     sigma = torch.exp(log_sigma) * temperature
     torch.testing.assert_close(q.sigma, sigma)
     torch.testing.assert_close(q.log_sigma, torch.log(sigma))
-    torch.testing.assert_close(q.log_prob(z), Normal(mu, sigma).log_prob(z))
-    sample, used = q.sample(noise)
-    assert used is noise
-    torch.testing.assert_close(sample, mu + sigma * noise)
-    torch.manual_seed(7)
-    drawn, drawn_noise = q.sample()
-    torch.manual_seed(7)
-    torch.testing.assert_close(drawn_noise, torch.randn_like(mu))
-    torch.testing.assert_close(drawn, mu + sigma * drawn_noise)
+    _is_the_normal(q, mu, sigma, z, noise)
 
 
 @pytest.mark.parametrize("temperature, bound, min_sigma", [(1.0, 5.0, 1e-2), (0.7, 5.0, 1e-2), (1.0, 2.0, 0.1)])
@@ -52,17 +60,8 @@ def test_soft_clamped_normal_is_the_normal_of_its_clamped_parameters(temperature
     assert q.raw_mu is raw_mu and q.raw_log_sigma is raw_log_sigma
     torch.testing.assert_close(q.mu, mu)
     torch.testing.assert_close(q.sigma, sigma)
-    torch.testing.assert_close(q.log_prob(z), Normal(mu, sigma).log_prob(z))
-    sample, used = q.sample(noise)
-    assert used is noise
-    torch.testing.assert_close(sample, mu + sigma * noise)
-    torch.manual_seed(7)
-    drawn, drawn_noise = q.sample()
-    torch.manual_seed(7)
-    expected_noise = torch.randn(mu.shape, dtype=torch.float64)
+    drawn_noise = _is_the_normal(q, mu, sigma, z, noise)
     assert drawn_noise.dtype == torch.float64
-    torch.testing.assert_close(drawn_noise, expected_noise)
-    torch.testing.assert_close(drawn, mu + sigma * expected_noise)
 
 
 def test_the_clamp_bounds_the_mean_and_the_scale():
