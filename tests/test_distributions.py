@@ -108,3 +108,18 @@ def test_bernoulli_mean_and_samples():
     many = torch.stack([likelihood.sample(logits) for _ in range(4000)])
     assert set(many.unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(many.mean(0), torch.sigmoid(logits), rtol=0, atol=0.03)
+
+
+@pytest.mark.parametrize("family", [DiagonalNormal, SoftClampedNormal])
+def test_samples_keep_the_layout_of_channels_last_parameters(family):
+    """NCHW noise (drawn, or given) meets channels_last parameters: the sample is channels_last, with the values of
+    the NCHW computation (the same noise at the same index), so nothing downstream mixes the two layouts."""
+    params = [_tensors(2, 4, 3, 5, seed=s).contiguous(memory_format=torch.channels_last) for s in (0, 1)]
+    q, reference = family(*params), family(*(p.contiguous() for p in params))
+    noise = _tensors(2, 4, 3, 5, seed=3)
+    sample, used = q.sample(noise)
+    assert used is noise and sample.is_contiguous(memory_format=torch.channels_last) and not sample.is_contiguous()
+    assert torch.equal(sample, reference.sample(noise)[0])
+    drawn, drawn_noise = q.sample()
+    assert drawn.is_contiguous(memory_format=torch.channels_last) and not drawn.is_contiguous()
+    torch.testing.assert_close(drawn, reference.mu + reference.sigma * drawn_noise, rtol=1e-12, atol=1e-12)

@@ -172,9 +172,23 @@ def test_small_conv_gemm_path_matches_onednn(
         out.backward(torch.cos(out.detach()))
         taken = kernels.small_conv_calls["gemm"] - before
         results[limit] = [out, x.grad, *(p.grad for p in layer.parameters())]
-        assert taken == (1 if limit else 0), (limit, taken)
+        # a channels_last model keeps its layout: the NCHW path declines its layers
+        assert taken == (1 if limit and not channels_last_weight else 0), (limit, taken)
     for got, want in zip(*results.values(), strict=True):  # float32 sums of a few hundred terms, in another order
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+def test_a_channels_last_model_keeps_its_layout_from_a_one_channel_input():
+    """The stem of a grey-scale channels_last model: its output is channels_last, so nothing downstream mixes layouts
+    (an elementwise op between NCHW and channels_last tensors is several times slower on CPUs)."""
+    from vaezoo.nn import WeightNormConv2d
+
+    stem = WeightNormConv2d(1, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 16, 16).contiguous(memory_format=torch.channels_last)  # as the trainer makes it: row-major
+    out = stem(x)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    want = torch.nn.functional.conv2d(x.contiguous(), stem.effective_weight().contiguous(), stem.bias, padding=1)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
 
 
 def test_small_conv_gemm_path_only_where_it_is_faster():
@@ -188,6 +202,14 @@ def test_small_conv_gemm_path_only_where_it_is_faster():
     assert not applies(torch.randn(2, 48, 8, 8), torch.randn(48, 48, 3, 3))  # 432: oneDNN is ahead
     assert not applies(small, torch.randn(6, 1, 3, 3), groups=6)  # depthwise: oneDNN's kernel is the fast one
     assert not applies(small.contiguous(memory_format=torch.channels_last), torch.randn(6, 6, 3, 3))
+    # the layout of a channels_last model shows even where is_contiguous cannot tell: a one-channel input (the stem of
+    # a grey-scale model) and a weight with one input channel
+    one_channel = torch.randn(2, 1, 8, 8)
+    assert applies(one_channel, torch.randn(6, 1, 3, 3))
+    # (``.contiguous(memory_format=...)`` keeps such a tensor as it is; ``.to(memory_format=...)``, as in
+    # ``model.to(memory_format=torch.channels_last)``, restrides it)
+    assert not applies(one_channel.to(memory_format=torch.channels_last), torch.randn(6, 1, 3, 3))
+    assert not applies(one_channel, torch.randn(6, 1, 3, 3).to(memory_format=torch.channels_last))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not applies(small, torch.randn(6, 6, 3, 3))  # autocast decides the dtype of the conv
 

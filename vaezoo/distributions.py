@@ -24,6 +24,21 @@ def full_precision(x: Tensor) -> Tensor:
     return x.float() if x.dtype in _HALF_TYPES else x
 
 
+def in_layout_of(noise: Tensor, like: Tensor) -> Tensor:
+    """``noise`` with the memory layout of ``like`` (the same values at the same indices): standard-normal draws come
+    in NCHW order, and an elementwise op between an NCHW and a channels_last tensor runs 3-6x slower on CPUs than one
+    between two tensors of one layout, and hands the mixed layout on to every op downstream of the sample."""
+    if (
+        noise.dim() == 4
+        and like.dim() == 4
+        and noise.is_contiguous()
+        and not like.is_contiguous()
+        and like.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return noise.contiguous(memory_format=torch.channels_last)
+    return noise
+
+
 class DiagonalNormal(LatentDistribution):
     """N(mu, diag(sigma^2)) with sigma = exp(log_sigma) * temperature."""
 
@@ -38,7 +53,7 @@ class DiagonalNormal(LatentDistribution):
     def sample(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if noise is None:
             noise = torch.randn_like(self.mu)
-        return self.mu + self.sigma * noise, noise
+        return self.mu + self.sigma * in_layout_of(noise, self.mu), noise
 
     def log_prob(self, z: Tensor) -> Tensor:
         normalized = (z - self.mu) / self.sigma
@@ -68,7 +83,7 @@ class SoftClampedNormal(LatentDistribution):
     def sample(self, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if noise is None:
             noise = torch.randn(self.mu.shape, dtype=self.mu.dtype, device=self.mu.device)
-        return noise * self.sigma + self.mu, noise
+        return in_layout_of(noise, self.mu) * self.sigma + self.mu, noise
 
     def log_prob(self, z: Tensor) -> Tensor:
         normalized = (z - self.mu) / self.sigma
