@@ -64,6 +64,81 @@ def test_recompute_keeps_only_the_input_for_backward():
     assert saved["fused"] == 2 * x.numel() and saved["recompute"] == x.numel()
 
 
+@pytest.mark.parametrize(
+    ("kernel_size", "stride", "channels_last"), [(3, 1, False), (1, 1, True), (3, 1, True), (3, -1, False)]
+)
+def test_input_only_bn_swish_conv_keeps_only_the_bn_input(kernel_size, stride, channels_last):
+    """The paper's memory mode: the conv fed by an ``input_only`` BN-Swish does not keep its input (the BN-Swish
+    output dies with the forward pass), yet the backward pass gives the gradients of ``native``: the conv's input is
+    rebuilt from the BN input when needed (1x1 channels_last convs run as a GEMM that saves a view of it; stride -1
+    up-samples in between)."""
+    import gc
+    import weakref
+
+    from vaezoo.nn import BNSwishConv, recompute_bn_swish_outputs
+
+    torch.manual_seed(0)
+    reference = BNSwishConv(6, 5, stride=stride, kernel_size=kernel_size)
+    with torch.no_grad():
+        reference.bn_act.bn.weight.uniform_(0.5, 1.5)
+        reference.bn_act.bn.bias.uniform_(-0.5, 0.5)
+    x0 = torch.randn(3, 6, 5, 4) * 2 + 0.3
+    if channels_last:
+        reference = reference.to(memory_format=torch.channels_last)
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    results, alive = {}, {}
+    for mode in ("native", "input_only"):
+        block = copy.deepcopy(reference)
+        block.bn_act.mode = mode
+        consumed = []  # the tensor the conv consumes (the BN-Swish output, up-sampled at stride -1)
+        block.conv.register_forward_pre_hook(lambda _m, args, consumed=consumed: consumed.append(weakref.ref(args[0])))
+        x = x0.clone().requires_grad_()
+        with recompute_bn_swish_outputs():
+            out = block(x)
+        gc.collect()
+        alive[mode] = consumed[0]() is not None
+        out.backward(torch.cos(out.detach()))
+        results[mode] = [out, x.grad, *(p.grad for p in block.parameters()), block.bn_act.bn.running_var]
+    assert alive == {"native": True, "input_only": False}
+    for got, want in zip(results["input_only"], results["native"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_input_only_model_gradients_match_and_the_outputs_are_rebuilt(channels_last, monkeypatch):
+    """A whole NVAE (encoder BN-Swish-conv cells, decoder inverted residuals with depthwise convs) in ``input_only``
+    gives the gradients of ``fused`` to float rounding, and its backward pass did rebuild BN-Swish outputs (one per
+    BN-Swish that feeds a conv); in eval mode or without gradients nothing is packed."""
+    rebuilt = []
+    original = norm_module._Recipe.rebuild
+    monkeypatch.setattr(norm_module._Recipe, "rebuild", lambda self: rebuilt.append(1) or original(self))
+    torch.manual_seed(0)
+    reference = vaezoo.create("nvae-cifar10", encoder_channels=4, decoder_channels=4, groups_per_scale=2)
+    x = torch.rand(2, 3, 32, 32)
+    if channels_last:
+        reference = reference.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = {}
+    for mode in ("fused", "input_only"):
+        model = copy.deepcopy(reference).train()
+        model.set_bn_swish(mode)
+        torch.manual_seed(1)
+        out = model(x)
+        (out.recon.sum() + out.kl.sum()).backward()
+        grads[mode] = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        if mode == "fused":
+            assert not rebuilt
+    feeding = sum(1 for m in reference.modules() if isinstance(m, BatchNormSwish))
+    assert feeding <= len(rebuilt) <= 2 * feeding  # a conv may unpack its input once per gradient it computes
+    assert grads["fused"].keys() == grads["input_only"].keys()
+    for name, want in grads["fused"].items():
+        torch.testing.assert_close(grads["input_only"][name], want, rtol=1e-4, atol=1e-6, msg=name)
+    rebuilt.clear()
+    with torch.no_grad():
+        model(x)
+    assert not rebuilt
+
+
 def test_bn_swish_falls_back_to_native_in_eval_and_without_grad():
     layer = _bn_swish(4)
     layer.mode = "recompute"

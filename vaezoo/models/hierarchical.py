@@ -65,7 +65,7 @@ from ..interfaces import (
     SpeedSwitches,
     UnconditionalPrior,
 )
-from ..nn import BN_SWISH_MODES, BatchNormSwish, WeightNormConv2d
+from ..nn import BN_SWISH_MODES, BatchNormSwish, WeightNormConv2d, recompute_bn_swish_outputs
 from ..testing.doubles import hierarchical_arguments
 
 CellFactory = Callable[[int, int, int], Cell]
@@ -308,7 +308,9 @@ class HierarchicalVAE(ModelHubMixin, SpeedSwitches, GenerativeModel):
         )
 
     def set_bn_swish(self, mode: str) -> int:
-        return self._set_layer_mode("bn_swish", mode, BN_SWISH_MODES, BatchNormSwish, "mode", super().set_bn_swish)
+        count = self._set_layer_mode("bn_swish", mode, BN_SWISH_MODES, BatchNormSwish, "mode", super().set_bn_swish)
+        self._bn_swish_input_only = mode == "input_only"
+        return count
 
     # -- shapes ----------------------------------------------------------------------------------
     @property
@@ -339,11 +341,19 @@ class HierarchicalVAE(ModelHubMixin, SpeedSwitches, GenerativeModel):
         combiners.reverse()
         return combiners
 
+    _bn_swish_input_only = False  # set_bn_swish("input_only"): see vaezoo.nn.norm
+
     def forward(self, x: Tensor, noise: list[Tensor] | None = None) -> ModelOutput:
         """The bottom-up encoder, then the top-down decoder with one posterior sample per group (from ``noise``,
         one standard-normal tensor per group, top first, when given), the flows and the priors: the reconstruction
         term, the KL per group, log q and log p per example (:class:`~vaezoo.interfaces.ModelOutput`); with a
         joint prior, its log p scores the top scale."""
+        if self._bn_swish_input_only and self.training and torch.is_grad_enabled():
+            with recompute_bn_swish_outputs():  # the convolutions fed by BN-Swish do not keep their inputs
+                return self._forward(x, noise)
+        return self._forward(x, noise)
+
+    def _forward(self, x: Tensor, noise: list[Tensor] | None) -> ModelOutput:
         x = self.likelihood.preprocess(x)
         top_features, features = self.encoder_features(x)
         combiners = self._encoder_combiners()

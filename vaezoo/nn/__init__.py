@@ -10,7 +10,15 @@ from .blocks import BNSwishConv, ELUConv, FactorizedReduce, SqueezeExcitation, U
 from .conv import MaskedWeightNormConv2d, WeightNormConv2d, autoregressive_mask, channel_mask, weight_normalize
 from .kernels import depthwise_weight_grad
 from .modes import evaluation_mode
-from .norm import BN_EPS, BN_MOMENTUM, BN_SWISH_MODES, BatchNormSwish, BatchNormSwishFunction, batch_norm
+from .norm import (
+    BN_EPS,
+    BN_MOMENTUM,
+    BN_SWISH_MODES,
+    BatchNormSwish,
+    BatchNormSwishFunction,
+    batch_norm,
+    recompute_bn_swish_outputs,
+)
 
 __all__ = [
     "BN_EPS",
@@ -33,6 +41,7 @@ __all__ = [
     "depthwise_weight_grad",
     "elu",
     "evaluation_mode",
+    "recompute_bn_swish_outputs",
     "skip_connection",
     "soft_clamp",
     "swish",

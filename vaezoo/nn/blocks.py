@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .activations import elu, swish
 from .conv import WeightNormConv2d
-from .norm import BatchNormSwish
+from .norm import BatchNormSwish, recomputable_from
 
 
 class SqueezeExcitation(nn.Module):
@@ -85,6 +85,10 @@ def skip_connection(in_channels: int, out_channels: int, stride: int) -> nn.Modu
     raise ValueError(f"stride must be 1, 2 or -1, got {stride}")
 
 
+def _upsample_nearest(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
 class BNSwishConv(nn.Module):
     """BatchNorm-Swish, nearest x2 up-sampling when ``stride == -1``, then a weight-normalised conv with bias
     (the pre-activation conv block of NVAE's residual cells)."""
@@ -100,7 +104,7 @@ class BNSwishConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn_act(x)
         if self.upsample:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = recomputable_from(_upsample_nearest(x), x, _upsample_nearest)
         return self.conv(x)
 
 

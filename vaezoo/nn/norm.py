@@ -6,8 +6,13 @@
 - ``fused``: BatchNorm + Swish as one autograd node on the same torch kernels, saving the BN input and the
   normalised activation (the memory of ``native``; the base of ``recompute``).
 - ``recompute``: the same node saving only the BN input; the backward pass rebuilds the normalised activation from
-  it with one multiply-add (NVAE's memory-saving BN-Swish: one activation fewer per BN-Swish). Unlike gradient
-  checkpointing, no convolution is re-run.
+  it with one multiply-add (one activation fewer per BN-Swish). Unlike gradient checkpointing, no convolution is
+  re-run.
+- ``input_only``: ``recompute``, and the layer that consumes the output (the convolution a BN-Swish feeds) does not
+  keep it either: inside :func:`recompute_bn_swish_outputs` (which the models enter around their forward pass) a
+  saved-tensor hook replaces every tensor saved for the backward pass that is a BN-Swish output, or a view of one,
+  by the recipe to recompute it (one multiply-add and a SiLU over the saved input). A BN-Swish-conv pair then keeps
+  only the BN input, as in NVAE's memory mode; still no convolution is re-run.
 
 An earlier version compiled BatchNorm + Swish into one ``torch.compile`` kernel each way. Measured side by side on
 the decoder's shapes (channels_last, 2 threads, AVX-512 Xeon) it was 20-40% slower than torch's own kernels, forward
@@ -15,6 +20,11 @@ plus backward, and recompiled for every new shape; these torch kernels are what 
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +35,7 @@ from .activations import swish
 #: BatchNorm settings of the hierarchical cells (NVAE's: momentum 0.05, eps 1e-5)
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.05
-BN_SWISH_MODES = ("native", "fused", "recompute")
+BN_SWISH_MODES = ("native", "fused", "recompute", "input_only")
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -80,10 +90,95 @@ class BatchNormSwishFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
+def _recompute_output(node) -> Tensor:
+    """The output of a :class:`BatchNormSwishFunction` node that saved only its input, rebuilt from what it saved."""
+    x, weight, bias, mean, invstd = node.saved_tensors[:5]
+    with torch.autocast(x.device.type, enabled=False):
+        scale, shift = _scale_shift(weight, bias, mean, invstd)
+        return F.silu(torch.addcmul(shift, x, scale).to(x.dtype))
+
+
+class _Recipe:
+    """What a saved-tensor hook keeps instead of a BN-Swish output (or a view of one): how to rebuild it."""
+
+    __slots__ = ("recompute", "size", "stride", "offset", "source_size", "source_stride", "dtype")
+
+    def __init__(self, recompute: Callable[[], Tensor], t: Tensor, source: Tensor) -> None:
+        self.recompute, self.dtype = recompute, source.dtype
+        self.size, self.stride, self.offset = t.size(), t.stride(), t.storage_offset() - source.storage_offset()
+        self.source_size, self.source_stride = source.size(), source.stride()
+
+    def rebuild(self) -> Tensor:
+        full = self.recompute()
+        if full.stride() != self.source_stride:  # the saved view's strides refer to the original layout
+            full = torch.empty_strided(self.source_size, self.source_stride, dtype=full.dtype, device=full.device).copy_(
+                full
+            )
+        return full.as_strided(self.size, self.stride, full.storage_offset() + self.offset)
+
+
+_open = threading.local()  # the registries of the recompute_bn_swish_outputs contexts open in this thread
+
+
+def _storage_key(t: Tensor) -> int | None:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (sparse, functional wrappers)
+        return None
+
+
+@contextlib.contextmanager
+def recompute_bn_swish_outputs() -> Iterator[None]:
+    """Within the block, tensors that autograd saves for the backward pass and that are (views of) outputs of
+    ``input_only`` BatchNorm-Swish layers are not kept: each is recomputed from the BN input when the backward pass
+    needs it. Everything else is saved as usual."""
+    registry: dict[int, tuple[weakref.ref, Callable[[], Tensor]]] = {}
+
+    def pack(t: Tensor):
+        key = _storage_key(t) if registry else None
+        entry = registry.get(key) if key is not None else None
+        if entry is not None:
+            source = entry[0]()
+            # alive and the same storage: a freed output's address may since have been reused by another tensor
+            if source is not None and _storage_key(source) == key and t.dtype == source.dtype:
+                return _Recipe(entry[1], t, source)
+        return t
+
+    def unpack(packed):
+        return packed.rebuild() if isinstance(packed, _Recipe) else packed
+
+    stack = _open.__dict__.setdefault("registries", [])
+    stack.append(registry)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        stack.pop()
+
+
+def _register_recomputable(out: Tensor, recompute: Callable[[], Tensor]) -> None:
+    stack = getattr(_open, "registries", None)
+    key = _storage_key(out)
+    if stack and key is not None:
+        stack[-1][key] = (weakref.ref(out), recompute)
+
+
+def recomputable_from(derived: Tensor, source: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Declare ``derived = fn(source)`` (an op that saves nothing, such as nearest up-sampling) recomputable where
+    ``source`` is: a layer that saves ``derived`` then keeps the recipe instead. Returns ``derived``."""
+    stack = getattr(_open, "registries", None)
+    key = _storage_key(source) if stack else None
+    entry = stack[-1].get(key) if key is not None else None
+    if entry is not None and entry[0]() is source:
+        rebuild_source = entry[1]
+        _register_recomputable(derived, lambda: fn(rebuild_source()))
+    return derived
+
+
 class BatchNormSwish(nn.Module):
     """BatchNorm followed by Swish (kept as two steps so SyncBatchNorm conversion still applies).
 
-    ``mode`` (``native``, ``fused`` or ``recompute``; see the module's docstring) is set per layer by the models'
+    ``mode`` (``native``, ``fused``, ``recompute`` or ``input_only``; see the module's docstring) is set per layer by the models'
     ``set_bn_swish``; the single node runs only where it computes what ``native`` would: a plain
     ``nn.BatchNorm2d`` (not SyncBatchNorm) in training with batch statistics and a momentum, under autograd.
     """
@@ -99,9 +194,13 @@ class BatchNormSwish(nn.Module):
             bn = self.bn
             if bn.num_batches_tracked is not None:
                 bn.num_batches_tracked.add_(1)
-            return BatchNormSwishFunction.apply(
-                x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, self.mode == "recompute"
+            out = BatchNormSwishFunction.apply(
+                x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, self.mode != "fused"
             )
+            if self.mode == "input_only":
+                node = out.grad_fn
+                _register_recomputable(out, lambda: _recompute_output(node))
+            return out
         return swish(self.bn(x))
 
     def _fusable(self, x: Tensor) -> bool:

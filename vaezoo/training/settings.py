@@ -269,7 +269,8 @@ class SpeedSettings(SettingsGroup):
         adamax_foreach: The multi-tensor Adamax (null: torch's default).
         depthwise_weight_grad: The depthwise convolutions' weight gradient: native, or one compiled kernel.
         keep_freed_memory: Keep freed memory for reuse instead of returning it to the system (CPU, glibc).
-        bn_swish: BatchNorm + Swish: native, fused (one autograd node), recompute (saves only the input).
+        bn_swish: BatchNorm + Swish: native, fused (one autograd node), recompute (saves only the input),
+            input_only (recompute, and the conv it feeds does not keep its input either: the paper's memory mode).
         find_unused_parameters: Let DDP allow parameters that a step does not use (multi-process runs).
     """
 
@@ -282,7 +283,7 @@ class SpeedSettings(SettingsGroup):
     adamax_foreach: bool | None = None
     depthwise_weight_grad: Literal["native", "compiled"] = "native"
     keep_freed_memory: bool = True
-    bn_swish: Literal["native", "fused", "recompute"] = "native"
+    bn_swish: Literal["native", "fused", "recompute", "input_only"] = "native"
     find_unused_parameters: bool = False
 
 
