@@ -352,8 +352,9 @@ def test_small_conv_gemm_path_on_a_one_channel_channels_last_input(monkeypatch):
 
 
 def test_precision_auto_chooses_bf16_only_on_amx_for_wide_convolutions(tmp_path, monkeypatch):
-    """``precision: auto`` on a CPU: fp32 without AMX tiles; with them, bf16 when the widest convolution has at least
-    AUTO_BF16_MIN_CHANNELS output channels, fp32 below; the trainer says which, once, and autocasts accordingly."""
+    """``precision: auto`` on a CPU: fp32 without AMX tiles; with them, bf16 when the median convolution has at least
+    AUTO_BF16_MIN_CHANNELS output channels, fp32 below (however wide one layer is); the trainer says which, once, and
+    autocasts accordingly."""
     from vaezoo.training import Trainer
 
     cpuinfo = tmp_path / "cpuinfo"
@@ -361,14 +362,16 @@ def test_precision_auto_chooses_bf16_only_on_amx_for_wide_convolutions(tmp_path,
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: read(str(cpuinfo)))
     monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
     cpu = torch.device("cpu")
-    narrow = torch.nn.Sequential(torch.nn.Conv2d(1, 63, 3), torch.nn.Conv2d(63, 8, 1))
-    wide = torch.nn.Sequential(torch.nn.Conv2d(1, 64, 3))
+    conv = torch.nn.Conv2d
+    narrow = torch.nn.Sequential(conv(1, 63, 3), conv(63, 63, 3), conv(63, 100, 1))  # a wide head: median 63
+    wide = torch.nn.Sequential(conv(1, 64, 3), conv(64, 64, 3), conv(64, 3, 1))  # a narrow head: median 64
     cpuinfo.write_text("model name\t: Test CPU\nflags\t\t: avx2 avx512f avx512_bf16\n")  # bf16 dot products, no AMX
     assert hardware.auto_precision(cpu, wide)[0] == "fp32"
     cpuinfo.write_text("model name\t: Test CPU\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
-    assert hardware.auto_precision(cpu, narrow) == ("fp32", "the widest convolution has 63 channels (bf16 pays from 64 "
-                                                    "on AMX; below, its conversions cost more than it saves)")  # fmt: skip
-    assert hardware.auto_precision(cpu, wide) == ("bf16", "AMX tiles (amx_bf16) and convolutions up to 64 channels")
+    assert hardware.auto_precision(cpu, narrow) == ("fp32", "the median convolution has 63 channels (bf16 pays from "
+                                                    "64 on AMX; below, its conversions cost as much as it saves)")  # fmt: skip
+    assert hardware.auto_precision(cpu, wide) == ("bf16", "AMX tiles (amx_bf16) and a median convolution of 64 channels")
+    assert hardware.auto_precision(cpu, torch.nn.Linear(3, 300))[0] == "fp32"  # no convolution at all
     # through the trainer: resolved at prepare, said in one line, and the step autocasts in what was chosen
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=64, hidden_units=8)
     trainer = Trainer(precision="auto", device="cpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import statistics
 from pathlib import Path
 
 import torch
@@ -103,18 +104,20 @@ def default_cpu_precision() -> str:
     return "bf16" if "amx_bf16" in flags else "fp32"
 
 
-#: the widest convolution (output channels) below which ``precision: auto`` keeps fp32 on AMX CPUs: at small widths
-#: the conversions around every bf16 kernel cost more than its faster convolutions (the ``cifar_small`` step, at most
-#: 32 channels: 0.83x of fp32 in bf16; the paper's CIFAR-10 model, 128 channels: 1.68x; benchmarks/compare_official.py
-#: on a 2-core AMX Xeon)
+#: the median convolution width (output channels) below which ``precision: auto`` keeps fp32 on AMX CPUs: at small
+#: widths the conversions around every bf16 kernel cost as much as, or more than, its faster convolutions save.
+#: Measured with benchmarks/compare_official.py and ``vaezoo benchmark`` on a 2-core AMX Xeon, 2 threads: the paper's
+#: CIFAR-10 model (median 256 channels) trains 1.7x faster in bf16; the quickstart NVAE (median 32, widest 384) runs
+#: at the same speed in both; ``cifar_small`` (median 6, widest 100: its output head) is slower in bf16. The median,
+#: not the widest layer: one wide head does not make a model's convolutions wide.
 AUTO_BF16_MIN_CHANNELS = 64
 
 
 def auto_precision(device: torch.device, model: torch.nn.Module) -> tuple[str, str]:
     """``(precision, why)`` that ``precision: auto`` chooses for training ``model`` on ``device``: bf16 on a GPU that
-    has it and on a CPU with AMX tiles (``amx_bf16``) when the model's widest convolution has at least
-    :data:`AUTO_BF16_MIN_CHANNELS` output channels; fp32 everywhere else. A pure function of the machine and the
-    architecture, so a resumed run chooses as the run it continues did."""
+    has it and on a CPU with AMX tiles (``amx_bf16``) when the median of the model's convolution widths (output
+    channels; the lower median) is at least :data:`AUTO_BF16_MIN_CHANNELS`; fp32 everywhere else. A pure function of
+    the machine and the architecture, so a resumed run chooses as the run it continues did."""
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16", f"{torch.cuda.get_device_name(device)} computes in bfloat16 natively"
@@ -124,11 +127,11 @@ def auto_precision(device: torch.device, model: torch.nn.Module) -> tuple[str, s
     if default_cpu_precision() != "bf16":
         return "fp32", f"{_cpuinfo()[0]} has no AMX tiles (amx_bf16): bf16 would not be faster"
     widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    widest = max(widths, default=0)
-    if widest < AUTO_BF16_MIN_CHANNELS:
-        return "fp32", (f"the widest convolution has {widest} channels (bf16 pays from {AUTO_BF16_MIN_CHANNELS} on "
-                        "AMX; below, its conversions cost more than it saves)")  # fmt: skip
-    return "bf16", f"AMX tiles (amx_bf16) and convolutions up to {widest} channels"
+    median = statistics.median_low(widths) if widths else 0
+    if median < AUTO_BF16_MIN_CHANNELS:
+        return "fp32", (f"the median convolution has {median} channels (bf16 pays from {AUTO_BF16_MIN_CHANNELS} on "
+                        "AMX; below, its conversions cost as much as it saves)")  # fmt: skip
+    return "bf16", f"AMX tiles (amx_bf16) and a median convolution of {median} channels"
 
 
 def warn_emulated_bf16(precision: str, device: torch.device, console=None) -> str | None:
