@@ -266,7 +266,8 @@ class SpeedSettings(SettingsGroup):
         channels_last: NHWC tensors (oneDNN's depthwise convolutions are 3-5x faster on CPUs).
         compile_cells: torch.compile each cell.
         gradient_checkpointing: Recompute the cells in the backward pass: less memory, more time.
-        adamax_foreach: The multi-tensor Adamax (null: torch's default).
+        adamax_foreach: The multi-tensor Adamax (the same values bit for bit; null: torch's default, which takes it
+            on GPUs only).
         depthwise_weight_grad: The depthwise convolutions' weight gradient: native, or one compiled kernel.
         keep_freed_memory: Keep freed memory for reuse instead of returning it to the system (CPU, glibc).
         bn_swish: BatchNorm + Swish: native, fused (one autograd node), recompute (saves only the input),
@@ -280,7 +281,7 @@ class SpeedSettings(SettingsGroup):
     channels_last: bool = False
     compile_cells: bool = False
     gradient_checkpointing: bool = False
-    adamax_foreach: bool | None = None
+    adamax_foreach: bool | None = True
     depthwise_weight_grad: Literal["native", "compiled"] = "native"
     keep_freed_memory: bool = True
     bn_swish: Literal["native", "fused", "recompute", "input_only"] = "native"
