@@ -13,6 +13,7 @@ import json
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import REPO_ROOT
 
@@ -167,12 +168,16 @@ def test_the_allow_list_alone_refuses_before_importing(canary):
                                                                        {"class_path": "Nope"}]}}, "objective",
          "objective.regularizers[1]: unknown component 'Nope' (choices: "),
         ({"class_path": 3}, "model", "model.class_path must be a string, got int"),
-        ({"init_args": {"latent_dim": 2}}, "model", "model spec must be a mapping with a class_path, got dict"),
-        ("ConvVAE", "model", "model spec must be a mapping with a class_path, got str"),
+        ({"init_args": {"latent_dim": 2}}, "model",
+         "model spec must be a mapping with a class_path (or a preset), got a mapping of init_args"),
+        ("ConvVAE", "model", "model spec must be a mapping with a class_path (or a preset), got str"),
+        ({"batch_size": 4, "pad": 2}, "data", "data spec must be a mapping with a class_path, got a mapping of batch_size, pad"),
+        ({"preset": "nvae-mnist-smal"}, "model", "model.preset: unknown preset 'nvae-mnist-smal'; did you mean nvae-mnist-small,"),
         ({"class_path": "ConvVAE", "init_args": {"latent_dim": "many"}}, "model",
          "model: Parser key \"model\":; Parser key \"latent_dim\":; Expected a <class 'int'>. Got value: many"),
     ],
-    ids=["nested", "dict_kwargs-close-match", "list-item", "not-a-string", "no-class-path", "not-a-mapping", "bad-value"],
+    ids=["nested", "dict_kwargs-close-match", "list-item", "not-a-string", "no-class-path", "not-a-mapping",
+         "data-without-class-path", "unknown-preset", "bad-value"],
 )  # fmt: skip
 def test_a_spec_that_cannot_be_built_is_one_line_naming_its_key(spec, kind, message):
     """:func:`vaezoo.build` names where in the spec the problem is (``init_args`` and ``dict_kwargs`` are not part of
@@ -181,3 +186,15 @@ def test_a_spec_that_cannot_be_built_is_one_line_naming_its_key(spec, kind, mess
         vaezoo.build(spec, kind=kind)
     text = str(info.value)
     assert text.startswith(message) and "\n" not in text, text
+
+
+def test_a_model_spec_may_name_a_preset_as_recipes_do():
+    """``vaezoo.build(recipe["model"])`` builds a recipe's ``model: {preset: NAME, init_args: {...}}``: the preset's
+    architecture with the overrides, the same model (and config) as ``vaezoo.create(NAME, **overrides)``."""
+    torch.manual_seed(0)
+    built = vaezoo.build({"preset": "vae-mnist", "init_args": {"latent_dim": 3}})
+    torch.manual_seed(0)
+    created = vaezoo.create("vae-mnist", latent_dim=3)
+    assert built.config == created.config and built.config["init_args"]["latent_dim"] == 3
+    for (name, a), (_, b) in zip(built.state_dict().items(), created.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

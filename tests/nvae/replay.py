@@ -245,3 +245,22 @@ def _trainer(args: dict) -> Trainer:
     )
     trainer.steps_per_epoch = total // epochs
     return trainer
+
+
+#: the quantities of the bf16 replay: per-example terms of the bound and the per-group KL
+BF16_QUANTITIES = ("forward/nelbo", "forward/log_iw", "forward/recon_loss", "forward/kl_all", "forward/log_q",
+                   "forward/log_p")  # fmt: skip
+
+
+def replay_forward_bf16(fixture_dir: str | Path) -> Pairs:
+    """The forward pass with the recorded noise as ``trainer.precision: bf16`` runs it (the networks under bf16
+    autocast on the CPU; densities, KL terms and the likelihood in fp32), against the official fp32 values."""
+    fixture_dir = Path(fixture_dir)
+    ref = load_file(str(fixture_dir / "reference.safetensors"))
+    model = model_from_official_checkpoint(load_official_checkpoint(fixture_dir / "checkpoint.pt"))
+    noise = _noise(ref, "forward/eps", model.num_groups)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ref["input/x"], noise=noise)
+    ours = {"forward/nelbo": nelbo(out), "forward/log_iw": out.log_iw, "forward/recon_loss": out.recon,
+            "forward/kl_all": out.kl, "forward/log_q": out.log_q, "forward/log_p": out.log_p}  # fmt: skip
+    return {name: (ours[name].detach().float(), ref[name]) for name in BF16_QUANTITIES}
