@@ -76,9 +76,11 @@ class BatchNormSwishFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, bias, mean, invstd, *saved = ctx.saved_tensors
         with torch.autocast(x.device.type, enabled=False):
-            if saved:
-                y = saved[0]
-            else:
+            # kept from the forward pass (fused), rebuilt moments ago for the conv this node fed (input_only), or
+            # rebuilt here (recompute)
+            y = saved[0] if saved else getattr(ctx, "rebuilt_normalized", None)
+            ctx.rebuilt_normalized = None
+            if y is None:
                 scale, shift = _scale_shift(weight, bias, mean, invstd)
                 y = torch.addcmul(shift, x, scale).to(x.dtype)
             dy = torch.ops.aten.silu_backward(grad_out.to(y.dtype), y)
@@ -95,7 +97,11 @@ def _recompute_output(node) -> Tensor:
     x, weight, bias, mean, invstd = node.saved_tensors[:5]
     with torch.autocast(x.device.type, enabled=False):
         scale, shift = _scale_shift(weight, bias, mean, invstd)
-        return F.silu(torch.addcmul(shift, x, scale).to(x.dtype))
+        normalized = torch.addcmul(shift, x, scale).to(x.dtype)
+    # the node's own backward, which runs next, needs the normalised activation as well: it takes this one instead of
+    # rebuilding it a second time
+    node.rebuilt_normalized = normalized
+    return F.silu(normalized)
 
 
 class _Recipe:
@@ -158,8 +164,8 @@ def recompute_bn_swish_outputs() -> Iterator[None]:
 
 def _register_recomputable(out: Tensor, recompute: Callable[[], Tensor]) -> None:
     stack = getattr(_open, "registries", None)
-    key = _storage_key(out)
-    if stack and key is not None:
+    key = _storage_key(out) if stack else None
+    if key is not None:
         stack[-1][key] = (weakref.ref(out), recompute)
 
 
