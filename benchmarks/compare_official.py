@@ -125,7 +125,13 @@ def _conv_floor(step) -> dict:
     return {"conv_floor_s": conv, "profiled_step_s": total, "conv_share": conv / total if total else None}
 
 
-def _result(times: list[float], warmup: int, unit: int, **extra) -> dict:
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _result(times: list[float], warmup: int, unit: int, peak_rss_gib: float | None = None, **extra) -> dict:
+    """``peak_rss_gib``: the peak of the timed calls, read before the profiled one (the profiler's own records would
+    count otherwise); by default, the peak so far."""
     import torch
 
     median = statistics.median(times[warmup:])
@@ -134,7 +140,7 @@ def _result(times: list[float], warmup: int, unit: int, **extra) -> dict:
         "warmup": warmup,
         "median_s": median,
         "images_per_s": unit / median,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": _peak_rss_gib() if peak_rss_gib is None else peak_rss_gib,
         "torch_threads": torch.get_num_threads(),
         **extra,
     }
@@ -208,6 +214,7 @@ def official_worker(a) -> dict:
                 )
 
             times, unit = _timed(step, a.warmup, a.steps), a.batch
+            peak = _peak_rss_gib()
             floor = _conv_floor(step)
         elif a.phase == "sample":
             model.eval()
@@ -222,7 +229,7 @@ def official_worker(a) -> dict:
             queue = [(_inputs(a.iw_batch), None)]
             times = _timed(lambda: official_train.test(queue, model, a.k, args, Quiet()), a.warmup, a.steps)
             unit = a.iw_batch
-        extra = floor if a.phase == "train" else {}
+        extra = {**floor, "peak_rss_gib": peak} if a.phase == "train" else {}
         return _result(times, a.warmup, unit, parameters=parameters, torch_version=torch.__version__, **extra)
     finally:
         shutil.rmtree(src, ignore_errors=True)
@@ -258,6 +265,7 @@ def vaezoo_worker(a) -> dict:
         model.train()
         x, counter = _inputs(a.batch), iter(range(10**9))
         times, unit = _timed(lambda: trainer.train_step([x], next(counter)), a.warmup, a.steps), a.batch
+        peak = _peak_rss_gib()
         floor = _conv_floor(lambda: trainer.train_step([x], next(counter)))
     else:
         if levers.get("channels_last"):
@@ -282,7 +290,7 @@ def vaezoo_worker(a) -> dict:
             unit = a.iw_batch
         times = _timed(step, a.warmup, a.steps)
     emulated = bf16_warning(levers["precision"], torch.device("cpu")) is not None
-    extra = floor if a.phase == "train" else {}
+    extra = {**floor, "peak_rss_gib": peak} if a.phase == "train" else {}
     # the precision the step ran in: what ``precision: auto`` chose on this machine for this model, and why
     chosen = {"precision_used": trainer.precision, "precision_note": trainer.precision_note}
     return _result(
