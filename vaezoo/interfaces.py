@@ -517,8 +517,8 @@ class SpeedSwitches:
         raise NotImplementedError(f"{type(self).__name__} has no layer with a choice of depthwise weight gradient")
 
     def set_bn_swish(self, mode: str) -> int:
-        """Choose how BatchNorm-Swish layers run in training (``"native"``, ``"fused"`` or ``"recompute"``; see
-        :mod:`vaezoo.nn.norm`); returns the number of layers switched. Models built from :mod:`vaezoo.nn` blocks
+        """Choose how BatchNorm-Swish layers run in training (``"native"``, ``"fused"``, ``"recompute"`` or
+        ``"input_only"``; see :mod:`vaezoo.nn.norm`); returns the number of layers switched. Models built from :mod:`vaezoo.nn` blocks
         implement it."""
         raise NotImplementedError(f"{type(self).__name__} has no BatchNorm-Swish layer")
 
