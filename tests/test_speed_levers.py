@@ -372,7 +372,10 @@ def test_precision_auto_chooses_bf16_only_on_amx_for_wide_convolutions(tmp_path,
     cpuinfo.write_text("model name\t: Test CPU\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
     assert hardware.auto_precision(cpu, narrow) == ("fp32", "the median convolution has 63 channels (bf16 pays from "
                                                     "64 on AMX; below, its conversions cost as much as it saves)")  # fmt: skip
-    assert hardware.auto_precision(cpu, wide) == ("bf16", "AMX tiles (amx_bf16) and a median convolution of 64 channels")
+    assert hardware.auto_precision(cpu, wide) == (
+        "bf16",
+        "AMX tiles (amx_bf16) and a median convolution of 64 channels",
+    )
     assert hardware.auto_precision(cpu, torch.nn.Linear(3, 300))[0] == "fp32"  # no convolution at all
     # through the trainer: resolved at prepare, said in one line, and the step autocasts in what was chosen
     model = vaezoo.create("vae-mnist", latent_dim=2, hidden_channels=64, hidden_units=8)

@@ -181,7 +181,9 @@ def build(spec: dict, *, kind: str = "model", registry: Registry | None = None) 
         spec = expand_preset(spec, registry)  # a recipe's ``model: {preset: NAME, init_args: {...}}``
     if not isinstance(spec, dict) or "class_path" not in spec:
         wanted = "a class_path (or a preset)" if kind == "model" else "a class_path"
-        got = f"a mapping of {', '.join(map(str, spec)) or 'nothing'}" if isinstance(spec, dict) else type(spec).__name__
+        got = (
+            f"a mapping of {', '.join(map(str, spec)) or 'nothing'}" if isinstance(spec, dict) else type(spec).__name__
+        )
         raise ConfigError(f"{kind} spec must be a mapping with {wanted}, got {got}")
     resolved = resolve_class_paths(copy.deepcopy(spec), registry, kind)
     parser = ArgumentParser(exit_on_error=False)

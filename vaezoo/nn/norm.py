@@ -117,9 +117,9 @@ class _Recipe:
     def rebuild(self) -> Tensor:
         full = self.recompute()
         if full.stride() != self.source_stride:  # the saved view's strides refer to the original layout
-            full = torch.empty_strided(self.source_size, self.source_stride, dtype=full.dtype, device=full.device).copy_(
-                full
-            )
+            full = torch.empty_strided(
+                self.source_size, self.source_stride, dtype=full.dtype, device=full.device
+            ).copy_(full)
         return full.as_strided(self.size, self.stride, full.storage_offset() + self.offset)
 
 
