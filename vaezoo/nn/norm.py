@@ -107,10 +107,10 @@ def _recompute_output(node) -> Tensor:
 class _Recipe:
     """What a saved-tensor hook keeps instead of a BN-Swish output (or a view of one): how to rebuild it."""
 
-    __slots__ = ("recompute", "size", "stride", "offset", "source_size", "source_stride", "dtype")
+    __slots__ = ("recompute", "size", "stride", "offset", "source_size", "source_stride")
 
     def __init__(self, recompute: Callable[[], Tensor], t: Tensor, source: Tensor) -> None:
-        self.recompute, self.dtype = recompute, source.dtype
+        self.recompute = recompute
         self.size, self.stride, self.offset = t.size(), t.stride(), t.storage_offset() - source.storage_offset()
         self.source_size, self.source_stride = source.size(), source.stride()
 
